@@ -1,0 +1,48 @@
+package v1alpha1
+
+// Condition types of a Mesh.
+const (
+	// ReadyCondition is True when the mesh can serve: its CA has issued and
+	// its control plane is available. It summarises the other conditions.
+	ReadyCondition = "Ready"
+	// CAReadyCondition is True when the signing intermediate is valid and the
+	// trust bundle is published.
+	CAReadyCondition = "CAReady"
+	// ControlPlaneReadyCondition is True when at least one control-plane
+	// replica is available.
+	ControlPlaneReadyCondition = "ControlPlaneReady"
+	// InjectorReadyCondition is True when the injection webhook is configured and serving.
+	InjectorReadyCondition = "InjectorReady"
+	// DataPlaneUpToDateCondition is True when every meshed pod runs the proxy version the Mesh asks for.
+	DataPlaneUpToDateCondition = "DataPlaneUpToDate"
+)
+
+// Reasons of Mesh conditions. Each says what the operator saw; the message
+// says what to do about it.
+const (
+	// ReadyReason: every condition that Ready summarises is True.
+	ReadyReason = "Ready"
+	// NotReadyReason: some condition that Ready summarises is not True; the message names it.
+	NotReadyReason = "NotReady"
+	// InvalidSpecReason: the spec cannot be acted on; the message names the field and the fix.
+	// The operator does not retry until the spec (or what it refers to) changes.
+	InvalidSpecReason = "InvalidSpec"
+	// DeletingReason: the Mesh is being deleted.
+	DeletingReason = "Deleting"
+
+	// CAIssuedReason: the signing intermediate is valid.
+	CAIssuedReason = "Issued"
+	// CAPendingReason: cert-manager has not yet written the intermediate's Secret.
+	CAPendingReason = "Pending"
+	// CAIssuerNotFoundReason: the cert-manager issuer named in spec.ca.certManager.issuerRef does not exist.
+	CAIssuerNotFoundReason = "IssuerNotFound"
+	// CertManagerNotInstalledReason: spec.ca.certManager is set but cert-manager's CRDs are not installed.
+	CertManagerNotInstalledReason = "CertManagerNotInstalled"
+	// CAInvalidReason: the issued intermediate cannot sign (not a CA, expired, wrong chain).
+	CAInvalidReason = "Invalid"
+
+	// ControlPlaneAvailableReason: at least one control-plane replica is available.
+	ControlPlaneAvailableReason = "Available"
+	// ControlPlaneUnavailableReason: no control-plane replica is available yet.
+	ControlPlaneUnavailableReason = "Unavailable"
+)

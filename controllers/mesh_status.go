@@ -1,0 +1,161 @@
+package controllers
+
+import (
+	"crypto/x509"
+	"fmt"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
+	"github.com/trellis-mesh/trellis/ca"
+)
+
+// observation is what one reconcile saw; the status is computed from it
+// alone, once, when the reconcile ends.
+type observation struct {
+	// specErr is set when the spec cannot be acted on; it names the field and the fix.
+	specErr error
+
+	ca caObservation
+
+	// deployment is the control plane's Deployment as last read; nil if not yet created.
+	deployment *appsv1.Deployment
+	// controlPlaneImage is the image the Deployment was applied with.
+	controlPlaneImage string
+
+	meshedNamespaces int32
+	trustAnchors     int32
+}
+
+// caObservation is what the CA step found.
+type caObservation struct {
+	// reason is set when the CA is not ready: one of the CA* reasons in apis.
+	reason  string
+	message string
+	issuer  *x509.Certificate
+	// root is the builtin root; nil with cert-manager, whose roots are not the mesh's own.
+	root *x509.Certificate
+	// roots are the roots the issuer chains to, which the trust bundle publishes.
+	roots []*x509.Certificate
+}
+
+// computeStatus writes mesh.Status from what the reconcile observed.
+func computeStatus(mesh *meshv1.Mesh, obs *observation) {
+	mesh.Status.ObservedGeneration = mesh.Generation
+	setCAStatus(mesh, obs)
+	setControlPlaneStatus(mesh, obs)
+	mesh.Status.MeshedNamespaces = obs.meshedNamespaces
+	setCAReadyCondition(mesh, obs)
+	setControlPlaneReadyCondition(mesh, obs)
+	setReadyCondition(mesh, obs)
+}
+
+func setCAStatus(mesh *meshv1.Mesh, obs *observation) {
+	st := &mesh.Status.CA
+	if obs.ca.issuer != nil {
+		st.IssuerNotAfter = timePtr(obs.ca.issuer.NotAfter)
+		st.IssuerRenewalTime = timePtr(ca.RenewalTime(obs.ca.issuer))
+	}
+	if obs.ca.root != nil {
+		st.RootNotAfter = timePtr(obs.ca.root.NotAfter)
+	} else if mesh.Spec.CA.CertManager != nil {
+		st.RootNotAfter = nil
+	}
+	if obs.trustAnchors > 0 {
+		st.TrustAnchors = obs.trustAnchors
+	}
+}
+
+func setControlPlaneStatus(mesh *meshv1.Mesh, obs *observation) {
+	if obs.deployment == nil {
+		return
+	}
+	mesh.Status.ControlPlane = meshv1.ControlPlaneStatus{
+		Image:             obs.controlPlaneImage,
+		Replicas:          controlPlaneReplicas(mesh),
+		AvailableReplicas: obs.deployment.Status.AvailableReplicas,
+	}
+}
+
+func setCAReadyCondition(mesh *meshv1.Mesh, obs *observation) {
+	c := metav1.Condition{Type: meshv1.CAReadyCondition, ObservedGeneration: mesh.Generation}
+	switch {
+	case obs.ca.reason != "":
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, obs.ca.reason, obs.ca.message
+	case obs.ca.issuer != nil:
+		c.Status, c.Reason = metav1.ConditionTrue, meshv1.CAIssuedReason
+		c.Message = fmt.Sprintf("signing intermediate %q valid until %s, rotated after %s",
+			obs.ca.issuer.Subject.CommonName,
+			obs.ca.issuer.NotAfter.UTC().Format(time.RFC3339),
+			ca.RenewalTime(obs.ca.issuer).UTC().Format(time.RFC3339))
+	case obs.specErr != nil:
+		c.Status, c.Reason, c.Message = metav1.ConditionUnknown, meshv1.InvalidSpecReason, "not reconciled: the spec is invalid"
+	default:
+		// The reconcile stopped before the CA step with a transient error;
+		// keep what was last reported rather than flapping to Unknown.
+		if meta.FindStatusCondition(mesh.Status.Conditions, c.Type) != nil {
+			return
+		}
+		c.Status, c.Reason, c.Message = metav1.ConditionUnknown, meshv1.CAPendingReason, "the certificate authority has not been reconciled yet"
+	}
+	meta.SetStatusCondition(&mesh.Status.Conditions, c)
+}
+
+func setControlPlaneReadyCondition(mesh *meshv1.Mesh, obs *observation) {
+	c := metav1.Condition{Type: meshv1.ControlPlaneReadyCondition, ObservedGeneration: mesh.Generation}
+	switch {
+	case obs.deployment != nil:
+		want, got := controlPlaneReplicas(mesh), obs.deployment.Status.AvailableReplicas
+		if got > 0 {
+			c.Status, c.Reason = metav1.ConditionTrue, meshv1.ControlPlaneAvailableReason
+		} else {
+			c.Status, c.Reason = metav1.ConditionFalse, meshv1.ControlPlaneUnavailableReason
+		}
+		c.Message = fmt.Sprintf("%d/%d replicas of Deployment %s/%s available", got, want, mesh.Spec.Namespace, ControlPlaneName)
+	case obs.specErr != nil:
+		c.Status, c.Reason, c.Message = metav1.ConditionUnknown, meshv1.InvalidSpecReason, "not reconciled: the spec is invalid"
+	default:
+		if meta.FindStatusCondition(mesh.Status.Conditions, c.Type) != nil {
+			return
+		}
+		c.Status, c.Reason, c.Message = metav1.ConditionUnknown, meshv1.ControlPlaneUnavailableReason, "the control plane has not been deployed yet"
+	}
+	meta.SetStatusCondition(&mesh.Status.Conditions, c)
+}
+
+// setReadyCondition summarises the others: Ready when the CA and the control
+// plane are; otherwise its message names those that are not.
+func setReadyCondition(mesh *meshv1.Mesh, obs *observation) {
+	c := metav1.Condition{Type: meshv1.ReadyCondition, ObservedGeneration: mesh.Generation}
+	if obs.specErr != nil {
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, meshv1.InvalidSpecReason, obs.specErr.Error()
+		meta.SetStatusCondition(&mesh.Status.Conditions, c)
+		return
+	}
+	var notReady []string
+	for _, t := range []string{meshv1.CAReadyCondition, meshv1.ControlPlaneReadyCondition} {
+		cond := meta.FindStatusCondition(mesh.Status.Conditions, t)
+		if cond == nil || cond.Status != metav1.ConditionTrue {
+			msg := t
+			if cond != nil && cond.Message != "" {
+				msg += ": " + cond.Message
+			}
+			notReady = append(notReady, msg)
+		}
+	}
+	if len(notReady) == 0 {
+		c.Status, c.Reason, c.Message = metav1.ConditionTrue, meshv1.ReadyReason, "the certificate authority and the control plane are ready"
+	} else {
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, meshv1.NotReadyReason, strings.Join(notReady, "; ")
+	}
+	meta.SetStatusCondition(&mesh.Status.Conditions, c)
+}
+
+func timePtr(t time.Time) *metav1.Time {
+	mt := metav1.NewTime(t.UTC().Truncate(time.Second))
+	return &mt
+}

@@ -1,0 +1,125 @@
+// Command manager is the Trellis operator: it reconciles Mesh objects and
+// serves the operator's admission webhooks.
+package main
+
+import (
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"os"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
+	"github.com/trellis-mesh/trellis/controllers"
+	"github.com/trellis-mesh/trellis/version"
+	"github.com/trellis-mesh/trellis/webhooks"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "trellis-operator:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		metricsAddr  string
+		probeAddr    string
+		webhookPort  int
+		certDir      string
+		leaderElect  bool
+		image        string
+		imageVersion string
+	)
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the metrics endpoint; 0 disables it")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	flag.IntVar(&webhookPort, "webhook-port", 9443, "port of the admission webhook server")
+	flag.StringVar(&certDir, "webhook-cert-dir", "", "directory with the webhook's tls.crt and tls.key (default: controller-runtime's)")
+	flag.BoolVar(&leaderElect, "leader-elect", false, "elect a leader, so only one operator replica reconciles")
+	flag.StringVar(&image, "image", version.Image, "image repository of the control plane and proxy, when a Mesh names none")
+	flag.StringVar(&imageVersion, "image-version", version.Version, "image tag of the control plane and proxy, when a Mesh names none")
+	opts := zap.Options{}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	setupLog := ctrl.Log.WithName("setup")
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(meshv1.AddToScheme(scheme))
+	utilruntime.Must(cmapi.AddToScheme(scheme))
+
+	// HTTP/2 stays off on the webhook and metrics servers: the rapid-reset
+	// and stream-cancellation CVEs made that the Kubernetes projects' default.
+	noHTTP2 := func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }
+
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                 scheme,
+		Cache:                  controllers.CacheOptions(),
+		Metrics:                metricsserver.Options{BindAddress: metricsAddr, TLSOpts: []func(*tls.Config){noHTTP2}},
+		HealthProbeBindAddress: probeAddr,
+		LeaderElection:         leaderElect,
+		LeaderElectionID:       "trellis-operator.mesh.trellis.dev",
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Port:    webhookPort,
+			CertDir: certDir,
+			TLSOpts: []func(*tls.Config){noHTTP2},
+		}),
+	})
+	if err != nil {
+		return fmt.Errorf("creating manager: %w", err)
+	}
+
+	certManager, err := servesKind(mgr.GetRESTMapper(), schema.GroupKind{Group: cmapi.SchemeGroupVersion.Group, Kind: cmapi.CertificateKind})
+	if err != nil {
+		return err
+	}
+	setupLog.Info("starting", "version", version.Version, "certManager", certManager)
+
+	if err := (&controllers.MeshReconciler{
+		Client:      mgr.GetClient(),
+		Recorder:    mgr.GetEventRecorder("trellis-operator"),
+		Images:      controllers.Images{Repository: image, Version: imageVersion},
+		CertManager: certManager,
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the Mesh controller: %w", err)
+	}
+	if err := webhooks.SetupMeshWebhook(mgr); err != nil {
+		return fmt.Errorf("setting up the Mesh webhook: %w", err)
+	}
+
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+		return err
+	}
+	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// servesKind reports whether the API server serves a kind, such as
+// cert-manager's Certificate, which is optional.
+func servesKind(mapper meta.RESTMapper, gk schema.GroupKind) (bool, error) {
+	_, err := mapper.RESTMapping(gk)
+	switch {
+	case err == nil:
+		return true, nil
+	case meta.IsNoMatchError(err):
+		return false, nil
+	default:
+		return false, fmt.Errorf("discovering %s: %w", gk, err)
+	}
+}
+
