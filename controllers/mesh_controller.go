@@ -109,7 +109,7 @@ func (r *MeshReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctr
 }
 
 func (r *MeshReconciler) reconcileNormal(ctx context.Context, mesh *meshv1.Mesh, obs *observation) (ctrl.Result, error) {
-	conflict, err := validation.NamespaceConflict(ctx, r.Client, mesh)
+	conflict, err := validation.NamespaceConflict(ctx, r.Client, mesh, false)
 	if err != nil {
 		return ctrl.Result{}, err
 	}

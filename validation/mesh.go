@@ -17,11 +17,12 @@ import (
 // CertManagerGroup is the API group of cert-manager's issuers.
 const CertManagerGroup = "cert-manager.io"
 
-// Mesh runs every check and returns what fails, as field errors.
-// A non-nil error means the checks could not be made (the API server failed).
-func Mesh(ctx context.Context, c client.Reader, mesh *meshv1.Mesh) (field.ErrorList, error) {
+// Mesh runs every check and returns what fails, as field errors. creating
+// is true when mesh does not exist yet, so any other Mesh in its namespace
+// was there first. A non-nil error means the checks could not be made.
+func Mesh(ctx context.Context, c client.Reader, mesh *meshv1.Mesh, creating bool) (field.ErrorList, error) {
 	var errs field.ErrorList
-	fe, err := NamespaceConflict(ctx, c, mesh)
+	fe, err := NamespaceConflict(ctx, c, mesh, creating)
 	if err != nil {
 		return nil, err
 	}
@@ -40,8 +41,10 @@ func Mesh(ctx context.Context, c client.Reader, mesh *meshv1.Mesh) (field.ErrorL
 
 // NamespaceConflict refuses a Mesh whose spec.namespace another Mesh already
 // uses: two meshes in one namespace would overwrite each other's CA and
-// control plane.
-func NamespaceConflict(ctx context.Context, c client.Reader, mesh *meshv1.Mesh) (*field.Error, error) {
+// control plane. Of two existing Meshes, the older keeps the namespace (by
+// name when both were created in the same second), so every reconcile agrees
+// on which one is wrong; a Mesh being created is always the newer.
+func NamespaceConflict(ctx context.Context, c client.Reader, mesh *meshv1.Mesh, creating bool) (*field.Error, error) {
 	var meshes meshv1.MeshList
 	if err := c.List(ctx, &meshes); err != nil {
 		return nil, fmt.Errorf("listing Meshes: %w", err)
@@ -50,9 +53,7 @@ func NamespaceConflict(ctx context.Context, c client.Reader, mesh *meshv1.Mesh) 
 		if other.Name == mesh.Name || other.Spec.Namespace != mesh.Spec.Namespace {
 			continue
 		}
-		// The older Mesh keeps the namespace, so a reconcile of the two
-		// agrees on which one is wrong.
-		if mesh.CreationTimestamp.IsZero() || other.CreationTimestamp.Before(&mesh.CreationTimestamp) ||
+		if creating || other.CreationTimestamp.Before(&mesh.CreationTimestamp) ||
 			(other.CreationTimestamp.Equal(&mesh.CreationTimestamp) && other.Name < mesh.Name) {
 			return field.Invalid(field.NewPath("spec", "namespace"), mesh.Spec.Namespace,
 				fmt.Sprintf("Mesh %q already uses namespace %q; give Mesh %q a namespace of its own, such as trellis-%s",

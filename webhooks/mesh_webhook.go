@@ -28,7 +28,7 @@ var _ admission.Validator[*meshv1.Mesh] = &MeshValidator{}
 
 // ValidateCreate checks a new Mesh.
 func (v *MeshValidator) ValidateCreate(ctx context.Context, mesh *meshv1.Mesh) (admission.Warnings, error) {
-	return v.validate(ctx, mesh)
+	return v.validate(ctx, mesh, true)
 }
 
 // ValidateUpdate checks a changed Mesh. A Mesh being deleted is let through,
@@ -37,7 +37,7 @@ func (v *MeshValidator) ValidateUpdate(ctx context.Context, _, mesh *meshv1.Mesh
 	if !mesh.DeletionTimestamp.IsZero() {
 		return nil, nil
 	}
-	return v.validate(ctx, mesh)
+	return v.validate(ctx, mesh, false)
 }
 
 // ValidateDelete allows every deletion.
@@ -45,8 +45,8 @@ func (v *MeshValidator) ValidateDelete(context.Context, *meshv1.Mesh) (admission
 	return nil, nil
 }
 
-func (v *MeshValidator) validate(ctx context.Context, mesh *meshv1.Mesh) (admission.Warnings, error) {
-	errs, err := validation.Mesh(ctx, v.Reader, mesh)
+func (v *MeshValidator) validate(ctx context.Context, mesh *meshv1.Mesh, creating bool) (admission.Warnings, error) {
+	errs, err := validation.Mesh(ctx, v.Reader, mesh, creating)
 	if err != nil {
 		return nil, apierrors.NewInternalError(err)
 	}
