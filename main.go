@@ -122,4 +122,3 @@ func servesKind(mapper meta.RESTMapper, gk schema.GroupKind) (bool, error) {
 		return false, fmt.Errorf("discovering %s: %w", gk, err)
 	}
 }
-
