@@ -105,8 +105,8 @@ run: manifests generate ## Run the operator against the cluster of the current k
 	go run -ldflags "$(LDFLAGS)" . --webhook-port=0
 
 .PHONY: demo
-demo: build envtest-assets ## Start a local API server, install Trellis, apply the sample Mesh, show what it made.
-	hack/demo.sh
+demo: build envtest-assets ## Start a local API server, run the operator, apply the sample Mesh, show what it made.
+	KUBEBUILDER_ASSETS="$$(hack/build-k8s.sh kube-apiserver etcd kubectl | tail -n1)" go run ./hack/demo
 
 .PHONY: install
 install: manifests kustomize ## Install the CRDs into the cluster of the current kubeconfig.

@@ -32,7 +32,7 @@ const (
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Namespace",type=string,JSONPath=`.spec.namespace`
 // +kubebuilder:printcolumn:name="Meshed Pods",type=integer,JSONPath=`.status.meshedPods`
-// +kubebuilder:printcolumn:name="CA Expiry",type=date,JSONPath=`.status.ca.issuerNotAfter`
+// +kubebuilder:printcolumn:name="CA Expiry",type=string,JSONPath=`.status.ca.issuerNotAfter`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type Mesh struct {
 	metav1.TypeMeta `json:",inline"`
@@ -477,7 +477,7 @@ type MeshStatus struct {
 
 	// meshedPods is the number of running pods with this Mesh's sidecar.
 	// +optional
-	MeshedPods int32 `json:"meshedPods,omitempty"`
+	MeshedPods int32 `json:"meshedPods"`
 
 	// outdatedPods is the number of meshed pods whose proxy is not the version the Mesh asks for.
 	// +optional
