@@ -22,7 +22,7 @@ func ValidateTrustDomain(td string) error {
 	}
 	for i := 0; i < len(td); i++ {
 		c := td[i]
-		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == '_') {
+		if !isLower(c) && !isDigit(c) && c != '.' && c != '-' && c != '_' {
 			return fmt.Errorf("trust domain %q contains %q: use only lowercase letters, digits, '.', '-' and '_'", td, c)
 		}
 	}
@@ -54,7 +54,7 @@ func validatePathSegment(s string) error {
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == '_') {
+		if !isLower(c) && !isUpper(c) && !isDigit(c) && c != '.' && c != '-' && c != '_' {
 			return fmt.Errorf("name %q contains %q: a SPIFFE ID path allows only letters, digits, '.', '-' and '_'", s, c)
 		}
 	}
@@ -103,3 +103,7 @@ func spiffeTrustDomains(c *x509.Certificate) []string {
 	}
 	return tds
 }
+
+func isLower(c byte) bool { return 'a' <= c && c <= 'z' }
+func isUpper(c byte) bool { return 'A' <= c && c <= 'Z' }
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }

@@ -66,7 +66,7 @@ func deleteMeshAndWait(t testing.TB, name string) {
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
-		return fmt.Errorf("still there (finalizers %v): %v", m.Finalizers, err)
+		return fmt.Errorf("still there (finalizers %v): %w", m.Finalizers, err)
 	})
 }
 
@@ -536,7 +536,7 @@ func TestTrustBundleFollowsNamespaceLabels(t *testing.T) {
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
-		return fmt.Errorf("still there: %v", err)
+		return fmt.Errorf("still there: %w", err)
 	})
 	eventually(t, "status counts no meshed namespace", func() error {
 		if n := getMesh(t, name).Status.MeshedNamespaces; n != 0 {
@@ -642,7 +642,7 @@ func TestIssuerRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Past two thirds of the intermediate's year, but not of the root's ten.
-	jump := ca.RenewalTime(before[0]).Sub(time.Now()) + time.Hour
+	jump := time.Until(ca.RenewalTime(before[0])) + time.Hour
 	clock.Advance(jump)
 	t.Cleanup(func() { clock.Advance(-jump) })
 	// Nudge a reconcile rather than waiting for the resync.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/trellis-mesh/trellis/ca"
@@ -56,7 +57,7 @@ func New(cfg Config, logger *slog.Logger) *Server {
 		Help: "Loads of the signing intermediate from its files, by result.",
 	}, []string{"result"})
 	s.registry.MustRegister(s.notAfter, s.loadCount,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return s
 }
 

@@ -71,7 +71,12 @@ func run(m *testing.M) int {
 	testCtx = ctx
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			fmt.Fprintln(os.Stderr, "manager:", err)
+		}
+	}()
 	// Wait for the webhook server before any test writes a Mesh.
 	if err := waitForWebhook(ctx, mgr); err != nil {
 		fmt.Fprintln(os.Stderr, err)

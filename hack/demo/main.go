@@ -88,7 +88,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	defer logFile.Close()
+	defer func() { _ = logFile.Close() }()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	op := exec.CommandContext(ctx, manager,
@@ -182,7 +182,7 @@ func waitHTTP(url string, timeout time.Duration) error {
 	for time.Now().Before(deadline) {
 		resp, err := http.Get(url) //nolint:gosec // the demo's own operator on loopback
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}

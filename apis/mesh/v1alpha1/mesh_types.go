@@ -531,7 +531,3 @@ type MeshList struct {
 	// items are the Meshes.
 	Items []Mesh `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&Mesh{}, &MeshList{})
-}
