@@ -69,7 +69,7 @@ verify-generated: manifests generate ## Fail when committed generated files are 
 
 .PHONY: verify-kustomize
 verify-kustomize: kustomize ## Check that every kustomization under config/ builds.
-	@for k in config/default config/crd config/rbac config/samples; do \
+	@for k in config/default config/without-cert-manager config/crd config/rbac config/samples; do \
 		$(KUSTOMIZE) build $$k > /dev/null || { echo "kustomize build $$k failed" >&2; exit 1; }; \
 	done
 	@echo "kustomizations build"
@@ -129,3 +129,17 @@ kustomize:
 	@hack/go-install-tool.sh $(KUSTOMIZE) sigs.k8s.io/kustomize/kustomize/v5 $(KUSTOMIZE_VERSION)
 golangci-lint:
 	@hack/go-install-tool.sh $(GOLANGCI_LINT) github.com/golangci/golangci-lint/v2/cmd/golangci-lint $(GOLANGCI_LINT_VERSION)
+
+##@ Sample app
+
+.PHONY: proto
+proto: ## Regenerate the sample app's protobuf and gRPC code (test/sampleapp) with pinned buf and plugins.
+	hack/proto.sh
+
+.PHONY: verify-proto
+verify-proto: proto ## Fail when the sample app's committed generated code is stale.
+	@if [ -n "$$(git status --porcelain -- test/sampleapp)" ]; then \
+		echo "test/sampleapp has changes after 'make proto': the generated code is stale or not committed. Run 'make proto' and commit the result." >&2; \
+		git status --porcelain -- test/sampleapp >&2; git --no-pager diff --stat -- test/sampleapp >&2; exit 1; \
+	fi
+	@echo "sample app generated code is up to date"

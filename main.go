@@ -3,10 +3,12 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -15,6 +17,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -23,6 +26,7 @@ import (
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
 	"github.com/trellis-mesh/trellis/controllers"
 	"github.com/trellis-mesh/trellis/version"
+	"github.com/trellis-mesh/trellis/webhookcert"
 	"github.com/trellis-mesh/trellis/webhooks"
 )
 
@@ -39,6 +43,8 @@ func run() error {
 		probeAddr    string
 		webhookPort  int
 		certDir      string
+		webhookSvc   string
+		webhookCfg   string
 		leaderElect  bool
 		image        string
 		imageVersion string
@@ -46,7 +52,10 @@ func run() error {
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the metrics endpoint; 0 disables it")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	flag.IntVar(&webhookPort, "webhook-port", 9443, "port of the admission webhook server")
-	flag.StringVar(&certDir, "webhook-cert-dir", "", "directory with the webhook's tls.crt and tls.key (default: controller-runtime's)")
+	flag.StringVar(&certDir, "webhook-cert-dir", filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-certs"),
+		"directory with the webhook's tls.crt and tls.key; when empty at start, in a cluster, the operator issues its own")
+	flag.StringVar(&webhookSvc, "webhook-service", "trellis-webhook-service", "the webhook's Service, in the operator's namespace: the name its own certificate is for")
+	flag.StringVar(&webhookCfg, "validating-webhook-configuration", "trellis-validating-webhook-configuration", "the ValidatingWebhookConfiguration whose caBundle an operator-issued certificate goes into")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "elect a leader, so only one operator replica reconciles")
 	flag.StringVar(&image, "image", version.Image, "image repository of the control plane and proxy, when a Mesh names none")
 	flag.StringVar(&imageVersion, "image-version", version.Version, "image tag of the control plane and proxy, when a Mesh names none")
@@ -65,7 +74,26 @@ func run() error {
 	// and stream-cancellation CVEs made that the Kubernetes projects' default.
 	noHTTP2 := func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }
 
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	restConfig := ctrl.GetConfigOrDie()
+	// Neither cert-manager nor OLM mounted a certificate: issue one, before
+	// the webhook server starts and looks for it.
+	var provisioner *webhookcert.Provisioner
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" && !webhookcert.HasExternalCertificate(certDir) {
+		c, err := client.New(restConfig, client.Options{Scheme: scheme})
+		if err != nil {
+			return err
+		}
+		provisioner = &webhookcert.Provisioner{
+			Client: c, Namespace: ns, ServiceName: webhookSvc, SecretName: "trellis-webhook-serving",
+			CertDir: certDir, ValidatingWebhooks: []string{webhookCfg},
+		}
+		if err := provisioner.Ensure(context.Background()); err != nil {
+			return fmt.Errorf("issuing the webhook serving certificate: %w", err)
+		}
+		setupLog.Info("serving webhooks with a certificate the operator issued", "dir", certDir)
+	}
+
+	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:                 scheme,
 		Cache:                  controllers.CacheOptions(),
 		Metrics:                metricsserver.Options{BindAddress: metricsAddr, TLSOpts: []func(*tls.Config){noHTTP2}},
@@ -80,6 +108,12 @@ func run() error {
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
+	}
+
+	if provisioner != nil {
+		if err := mgr.Add(provisioner); err != nil {
+			return err
+		}
 	}
 
 	certManager, err := servesKind(mgr.GetRESTMapper(), schema.GroupKind{Group: cmapi.SchemeGroupVersion.Group, Kind: cmapi.CertificateKind})

@@ -5,7 +5,8 @@
 #   hack/build-k8s.sh [binary ...]      default: kube-apiserver etcd kubectl
 #
 # Binaries: any command under k8s.io/kubernetes/cmd (kube-apiserver, kubelet,
-# kube-controller-manager, kube-scheduler, kube-proxy, kubectl, ...) and etcd.
+# kube-controller-manager, kube-scheduler, kube-proxy, kubectl, ...), etcd and
+# coredns (the local cluster's DNS).
 # It prints the directory that holds them on its last line, so callers can do
 # KUBEBUILDER_ASSETS=$(hack/build-k8s.sh | tail -n1).
 #
@@ -16,9 +17,11 @@ set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-v1.37.2}
 ETCD_VERSION=${ETCD_VERSION:-v3.7.3}
+COREDNS_VERSION=${COREDNS_VERSION:-v1.15.0}
 CACHE=${TRELLIS_CACHE:-$HOME/.cache/trellis}
 OUT=$CACHE/k8s/$K8S_VERSION
 ETCD_OUT=$CACHE/etcd/$ETCD_VERSION
+COREDNS_OUT=$CACHE/coredns/$COREDNS_VERSION
 
 bins=("$@")
 [ ${#bins[@]} -gt 0 ] || bins=(kube-apiserver etcd kubectl)
@@ -29,22 +32,24 @@ missing=()
 for b in "${bins[@]}"; do
   if [ "$b" = etcd ]; then
     [ -x "$ETCD_OUT/etcd" ] || missing+=("$b")
+  elif [ "$b" = coredns ]; then
+    [ -x "$COREDNS_OUT/coredns" ] || missing+=("$b")
   else
     [ -x "$OUT/$b" ] || missing+=("$b")
   fi
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
-  log "cached: ${bins[*]} (Kubernetes $K8S_VERSION, etcd $ETCD_VERSION) in $OUT"
+  log "cached: ${bins[*]} (Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, CoreDNS $COREDNS_VERSION) in $OUT"
 else
   command -v go >/dev/null || { log "go is not on PATH"; exit 1; }
-  mkdir -p "$OUT" "$ETCD_OUT"
+  mkdir -p "$OUT" "$ETCD_OUT" "$COREDNS_OUT"
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
 
   k8s=()
-  for b in "${missing[@]}"; do [ "$b" = etcd ] || k8s+=("$b"); done
+  for b in "${missing[@]}"; do [ "$b" = etcd ] || [ "$b" = coredns ] || k8s+=("$b"); done
 
   if [ ${#k8s[@]} -gt 0 ]; then
     start=$SECONDS
@@ -105,10 +110,28 @@ GO
     mv "$ETCD_OUT/etcd.tmp" "$ETCD_OUT/etcd"
     log "etcd built in $((SECONDS - start)) s"
   done
+
+  if [[ " ${missing[*]} " == *" coredns "* ]]; then
+    start=$SECONDS
+    log "building CoreDNS $COREDNS_VERSION from the Go module proxy"
+    mkdir -p "$work/coredns"
+    cd "$work/coredns"
+    go mod init trellis.local/corednsbuild >/dev/null 2>&1
+    printf 'package tools\n\nimport _ "github.com/coredns/coredns"\n' > tools.go
+    sed -i '1i //go:build tools' tools.go
+    go mod edit -require "github.com/coredns/coredns@$COREDNS_VERSION"
+    go mod tidy >/dev/null
+    go build -trimpath -ldflags "-s -w" -o "$COREDNS_OUT/coredns.tmp" github.com/coredns/coredns
+    mv "$COREDNS_OUT/coredns.tmp" "$COREDNS_OUT/coredns"
+    log "CoreDNS built in $((SECONDS - start)) s"
+  fi
 fi
 
-# envtest looks for every binary in one directory.
+# Callers find every binary in one directory.
 if [[ " ${bins[*]} " == *" etcd "* ]]; then
   ln -sf "$ETCD_OUT/etcd" "$OUT/etcd"
+fi
+if [[ " ${bins[*]} " == *" coredns "* ]]; then
+  ln -sf "$COREDNS_OUT/coredns" "$OUT/coredns"
 fi
 echo "$OUT"
