@@ -77,7 +77,7 @@ verify-kustomize: kustomize ## Check that every kustomization under config/ buil
 ##@ Test
 
 .PHONY: test
-test: verify-generated verify-kustomize vet lint test-go bench-operator ## Everything CI runs.
+test: verify-generated verify-proto verify-kustomize vet lint test-go bench-operator ## Everything CI runs.
 
 .PHONY: envtest-assets
 envtest-assets: ## Build (or reuse) kube-apiserver, etcd and kubectl for the integration tests.
@@ -92,6 +92,47 @@ test-go: envtest-assets ## Unit and integration tests (a real kube-apiserver and
 bench-operator: envtest-assets ## How long the operator takes from Mesh creation to its objects and to Ready.
 	KUBEBUILDER_ASSETS="$$(hack/build-k8s.sh kube-apiserver etcd kubectl | tail -n1)" \
 		go test ./controllers -run '^$$' -bench BenchmarkMesh -benchtime 5x -count=1
+
+##@ Local cluster and end-to-end tests
+
+# Every binary the local cluster runs, built from the Go module proxy.
+CLUSTER_BINARIES := kube-apiserver etcd kubectl kubelet kube-controller-manager kube-scheduler kube-proxy coredns
+IMAGES_ARCHIVE ?= $(CACHE)/images/trellis-$(VERSION).tar
+COREDNS_VERSION ?= v1.15.0
+export COREDNS_VERSION
+
+.PHONY: cluster-deps
+cluster-deps: ## Install containerd, runc, the CNI plugins and iptables from Debian when missing.
+	@hack/cluster-deps.sh
+
+.PHONY: cluster-binaries
+cluster-binaries: ## Build (or reuse) every Kubernetes binary the local cluster runs, and CoreDNS.
+	@hack/build-k8s.sh $(CLUSTER_BINARIES) > /dev/null
+
+.PHONY: images
+images: cluster-binaries ## Build every image (no Docker) into one OCI archive under ~/.cache/trellis/images.
+	@mkdir -p $(dir $(IMAGES_ARCHIVE))
+	go run ./cmd/imagebuild --out $(IMAGES_ARCHIVE) --ldflags "-X github.com/trellis-mesh/trellis/version.Version=$(VERSION) -X github.com/trellis-mesh/trellis/version.Image=$(IMAGE)" \
+		--image 'ref=registry.k8s.io/pause:3.10,entrypoint=/pause,user=65535,go=./cmd/pause:/pause' \
+		--image 'ref=$(IMAGE):$(VERSION),entrypoint=/usr/local/bin/manager,user=65532,go=.:/usr/local/bin/manager,go=./cmd/controlplane:/usr/local/bin/controlplane' \
+		--image 'ref=trellis.local/coredns:$(COREDNS_VERSION),entrypoint=/coredns,user=65532,file=$(CACHE)/coredns/$(COREDNS_VERSION)/coredns:/coredns' \
+		--image 'ref=ghcr.io/trellis-mesh/sample-temperature-api:$(VERSION),entrypoint=/usr/local/bin/temperature-api,user=65532,go=./test/sampleapp/cmd/temperature-api:/usr/local/bin/temperature-api' \
+		--image 'ref=ghcr.io/trellis-mesh/sample-converter:$(VERSION),entrypoint=/usr/local/bin/converter,user=65532,go=./test/sampleapp/cmd/converter:/usr/local/bin/converter' \
+		--image 'ref=ghcr.io/trellis-mesh/sample-loadgen:$(VERSION),entrypoint=/usr/local/bin/loadgen,user=65532,go=./test/sampleapp/cmd/loadgen:/usr/local/bin/loadgen'
+
+.PHONY: cluster-up
+cluster-up: cluster-deps images ## Bring the local single-node cluster up (root), with every image loaded.
+	go build -o $(LOCALBIN)/localcluster ./hack/localcluster
+	$(LOCALBIN)/localcluster --bin "$$(hack/build-k8s.sh $(CLUSTER_BINARIES) | tail -n1)" --images $(IMAGES_ARCHIVE) up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local cluster and undo every change it made to the host.
+	go build -o $(LOCALBIN)/localcluster ./hack/localcluster
+	$(LOCALBIN)/localcluster --bin "$$(hack/build-k8s.sh $(CLUSTER_BINARIES) | tail -n1)" down
+
+.PHONY: test-e2e
+test-e2e: cluster-deps images kustomize ## End-to-end tests on the local cluster: up, test/e2e, down, nothing left.
+	hack/e2e.sh
 
 ##@ Build
 

@@ -217,7 +217,7 @@ func (c *cluster) components(hc *http.Client) map[string]component {
 				"--kubelet-certificate-authority=" + p("ca.crt"),
 				// Otherwise logs and exec resolve the node's name through the machine's resolver.
 				"--kubelet-preferred-address-types=InternalIP",
-				"--service-account-key-file=" + p("sa.key"),
+				"--service-account-key-file=" + p("sa.pub"),
 				"--service-account-signing-key-file=" + p("sa.key"),
 				"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 				"--api-audiences=https://kubernetes.default.svc.cluster.local",
@@ -243,7 +243,7 @@ func (c *cluster) components(hc *http.Client) map[string]component {
 				"--cluster-signing-key-file=" + p("ca.key"),
 				"--service-cluster-ip-range=" + serviceCIDR,
 				"--allocate-node-cidrs=false",
-				"--controllers=*,-nodeipam,-cloud-node-lifecycle",
+				"--controllers=*,-node-ipam-controller",
 			},
 			ready: httpOK(insecureLoopback(), "https://127.0.0.1:10257/healthz"),
 		},

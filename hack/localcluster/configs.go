@@ -13,7 +13,7 @@ func (c *cluster) writeCertificates() error {
 	if err != nil {
 		return err
 	}
-	if _, err := p.serviceAccountKey(); err != nil {
+	if err := p.serviceAccountKeys(); err != nil {
 		return err
 	}
 	server := fmt.Sprintf("https://%s:%d", nodeIP, apiPort)

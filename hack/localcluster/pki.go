@@ -112,21 +112,29 @@ func (p *pki) ensure(s certSpec) (certPath, keyPath string, err error) {
 	return certPath, keyPath, writePair(certPath, keyPath, cert, key)
 }
 
-// serviceAccountKey is the key that signs ServiceAccount tokens.
-func (p *pki) serviceAccountKey() (string, error) {
-	path := filepath.Join(p.dir, "sa.key")
-	if _, err := os.Stat(path); err == nil {
-		return path, nil
+// serviceAccountKeys writes the key pair that signs and verifies
+// ServiceAccount tokens: sa.key (SEC1, which every component reads) and sa.pub.
+func (p *pki) serviceAccountKeys() error {
+	keyPath, pubPath := filepath.Join(p.dir, "sa.key"), filepath.Join(p.dir, "sa.pub")
+	if _, err := os.Stat(pubPath); err == nil {
+		return nil
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return "", err
+		return err
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
+	der, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
-		return "", err
+		return err
 	}
-	return path, os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	pub, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644)
 }
 
 // kubeconfig writes a kubeconfig for a client certificate.

@@ -1,0 +1,148 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/trellis-mesh/trellis/test/testenv"
+)
+
+var kubectlBin, kustomizeBin string
+
+func TestMain(m *testing.M) {
+	kubectlBin, kustomizeBin = os.Getenv("KUBECTL"), os.Getenv("KUSTOMIZE")
+	if os.Getenv("KUBECONFIG") == "" || kubectlBin == "" || kustomizeBin == "" {
+		fmt.Fprintln(os.Stderr, "e2e: KUBECONFIG, KUBECTL and KUSTOMIZE must be set: run `make test-e2e`")
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+// kubectl runs kubectl and fails the test with its output on error.
+func kubectl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := kubectlErr(args...)
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func kubectlErr(args ...string) (string, error) {
+	out, err := exec.Command(kubectlBin, args...).CombinedOutput()
+	return string(out), err
+}
+
+func kubectlApply(t *testing.T, manifest string) {
+	t.Helper()
+	cmd := exec.Command(kubectlBin, "apply", "--server-side", "--force-conflicts", "-f", "-")
+	cmd.Stdin = strings.NewReader(manifest)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+}
+
+func kustomize(t *testing.T, dir string) string {
+	t.Helper()
+	out, err := exec.Command(kustomizeBin, "build", filepath.Join(testenv.RepoRoot(), dir)).Output()
+	if err != nil {
+		t.Fatalf("kustomize build %s: %v", dir, err)
+	}
+	return string(out)
+}
+
+// The tests run in order: each builds on what the one before installed.
+
+func TestOperatorInstalledFromManifests(t *testing.T) {
+	start := time.Now()
+	kubectlApply(t, kustomize(t, "config/without-cert-manager"))
+	kubectl(t, "-n", "trellis-operator", "rollout", "status", "deployment/trellis-operator", "--timeout=180s")
+	t.Logf("operator available %.1fs after kubectl apply", time.Since(start).Seconds())
+	// The operator issued its own webhook certificate and put its CA in the
+	// webhook configuration: the API server now calls the webhook over TLS.
+	bundle := kubectl(t, "get", "validatingwebhookconfiguration", "trellis-validating-webhook-configuration",
+		"-o", "jsonpath={.webhooks[0].clientConfig.caBundle}")
+	if strings.TrimSpace(bundle) == "" {
+		t.Fatal("no caBundle in the operator's webhook configuration")
+	}
+}
+
+func TestMeshBecomesReadyWithItsControlPlaneRunning(t *testing.T) {
+	start := time.Now()
+	kubectl(t, "apply", "-f", filepath.Join(testenv.RepoRoot(), "config", "samples", "mesh_v1alpha1_mesh.yaml"))
+	if out, err := kubectlErr("wait", "mesh/default", "--for=condition=Ready", "--timeout=180s"); err != nil {
+		t.Log(kubectlErr("get", "mesh", "default", "-o", "yaml"))
+		t.Log(kubectlErr("-n", "trellis-system", "get", "pods", "-o", "wide"))
+		t.Log(kubectlErr("-n", "trellis-system", "logs", "deployment/trellis-controlplane", "--tail=30"))
+		t.Fatalf("Mesh not Ready: %v %s", err, out)
+	}
+	t.Logf("Mesh Ready %.1fs after kubectl apply", time.Since(start).Seconds())
+	pods := kubectl(t, "-n", "trellis-system", "get", "pods", "-l", "app.kubernetes.io/name=trellis-controlplane",
+		"-o", "jsonpath={range .items[*]}{.status.phase}{\" \"}{end}")
+	if got := strings.Count(pods, "Running"); got != 2 {
+		t.Errorf("control plane pods: %q, want 2 Running", pods)
+	}
+	// The control plane reads the signer the operator wrote: its readiness says so.
+	status := kubectl(t, "get", "mesh", "default", "-o", "jsonpath={.status.controlPlane.availableReplicas}/{.status.ca.issuerNotAfter}")
+	if !strings.HasPrefix(status, "2/") || len(status) < 10 {
+		t.Errorf("status %q: want 2 available replicas and an issuer expiry", status)
+	}
+}
+
+func TestInvalidMeshRefusedByTheOperatorsWebhook(t *testing.T) {
+	cmd := exec.Command(kubectlBin, "apply", "-f", "-")
+	cmd.Stdin = strings.NewReader("apiVersion: mesh.trellis.dev/v1alpha1\nkind: Mesh\nmetadata:\n  name: intruder\nspec:\n  namespace: trellis-system\n")
+	b, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("a second Mesh in trellis-system was admitted: %s", b)
+	}
+	if !strings.Contains(string(b), `Mesh "default" already uses namespace "trellis-system"`) {
+		t.Errorf("refusal %q does not come from the operator's webhook", b)
+	}
+}
+
+// loadgenResult is what the sample app's load generator prints.
+type loadgenResult struct {
+	Total       int            `json:"total"`
+	Successes   int            `json:"successes"`
+	SuccessRate float64        `json:"success_rate"`
+	ByConverter map[string]int `json:"by_converter"`
+}
+
+func TestSampleAppServesThroughItsService(t *testing.T) {
+	kubectlApply(t, kustomize(t, "test/sampleapp/manifests"))
+	for _, d := range []string{"temperature-api", "converter-v1", "converter-v2"} {
+		kubectl(t, "-n", "temperature", "rollout", "status", "deployment/"+d, "--timeout=180s")
+	}
+	// A pod that resolves the Service by name through CoreDNS and calls it.
+	kubectl(t, "-n", "temperature", "delete", "pod", "loadgen", "--ignore-not-found")
+	kubectl(t, "-n", "temperature", "run", "loadgen", "--restart=Never",
+		"--image=ghcr.io/trellis-mesh/sample-loadgen:v0.1.0", "--image-pull-policy=IfNotPresent", "--",
+		"--url=http://temperature-api:8080/temperature?city=Oslo&unit=F", "--rate=20", "--duration=3s")
+	if out, err := kubectlErr("-n", "temperature", "wait", "pod/loadgen", "--for=jsonpath={.status.phase}=Succeeded", "--timeout=120s"); err != nil {
+		t.Log(kubectlErr("-n", "temperature", "logs", "loadgen"))
+		t.Fatalf("load generator did not succeed: %v %s", err, out)
+	}
+	logs := kubectl(t, "-n", "temperature", "logs", "loadgen")
+	var res loadgenResult
+	line := strings.TrimSpace(logs[strings.LastIndex(strings.TrimSpace(logs), "\n")+1:])
+	if err := json.Unmarshal([]byte(line), &res); err != nil {
+		t.Fatalf("load generator output %q: %v", logs, err)
+	}
+	if res.Total < 40 || res.SuccessRate < 1 {
+		t.Errorf("%d requests, success rate %.3f: want at least 40, all successful", res.Total, res.SuccessRate)
+	}
+	// Without the mesh, the API's one gRPC connection lands on one converter
+	// pod: one version answers. Spreading calls is the mesh's job (issue 6).
+	if res.ByConverter["v1"]+res.ByConverter["v2"] != res.Successes {
+		t.Errorf("answers by converter version %v for %d successes: every answer should name its converter", res.ByConverter, res.Successes)
+	}
+}
