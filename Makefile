@@ -146,8 +146,8 @@ run: manifests generate ## Run the operator against the cluster of the current k
 	go run -ldflags "$(LDFLAGS)" . --webhook-port=0
 
 .PHONY: demo
-demo: build envtest-assets ## Start a local API server, run the operator, apply the sample Mesh, show what it made.
-	KUBEBUILDER_ASSETS="$$(hack/build-k8s.sh kube-apiserver etcd kubectl | tail -n1)" go run ./hack/demo
+demo: cluster-up kustomize ## Trellis on a local single-node cluster: operator, Mesh, the sample app. Needs root.
+	hack/demo.sh
 
 .PHONY: install
 install: manifests kustomize ## Install the CRDs into the cluster of the current kubeconfig.

@@ -157,6 +157,18 @@ func (c *cluster) checkClean() error {
 			}
 		}
 	}
+	// Pod sandboxes' namespaces: containerd's CRI names them cni-<uuid>, and
+	// no other container runtime runs on these machines.
+	if entries, err := os.ReadDir("/var/run/netns"); err == nil {
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), "cni-") {
+				left = append(left, "network namespace "+e.Name())
+			}
+		}
+	}
+	if cg, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods"); len(cg) > 0 {
+		left = append(left, "cgroups "+strings.Join(cg, " "))
+	}
 	for _, r := range ownIptablesRules() {
 		left = append(left, "iptables "+r)
 	}

@@ -59,6 +59,26 @@ func kustomize(t *testing.T, dir string) string {
 	return string(out)
 }
 
+// waitForWebhook waits until the API server reaches the operator's webhook:
+// a server-side dry run of a Mesh is answered by it, not by a failed call.
+func waitForWebhook(t *testing.T) {
+	t.Helper()
+	mesh := "apiVersion: mesh.trellis.dev/v1alpha1\nkind: Mesh\nmetadata:\n  name: probe\nspec: {}\n"
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		cmd := exec.Command(kubectlBin, "apply", "--dry-run=server", "-f", "-")
+		cmd.Stdin = strings.NewReader(mesh)
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "failed calling webhook") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the API server cannot reach the operator's webhook: %s", out)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
 // The tests run in order: each builds on what the one before installed.
 
 func TestOperatorInstalledFromManifests(t *testing.T) {
@@ -67,7 +87,9 @@ func TestOperatorInstalledFromManifests(t *testing.T) {
 	kubectl(t, "-n", "trellis-operator", "rollout", "status", "deployment/trellis-operator", "--timeout=180s")
 	t.Logf("operator available %.1fs after kubectl apply", time.Since(start).Seconds())
 	// The operator issued its own webhook certificate and put its CA in the
-	// webhook configuration: the API server now calls the webhook over TLS.
+	// webhook configuration: the API server now calls the webhook over TLS,
+	// once kube-proxy has the webhook Service's endpoint.
+	waitForWebhook(t)
 	bundle := kubectl(t, "get", "validatingwebhookconfiguration", "trellis-validating-webhook-configuration",
 		"-o", "jsonpath={.webhooks[0].clientConfig.caBundle}")
 	if strings.TrimSpace(bundle) == "" {
