@@ -15,7 +15,7 @@ func TestSplitRule(t *testing.T) {
 			`-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD`,
 			[]string{"-A", "FORWARD", "-m", "comment", "--comment", "kubernetes forwarding rules", "-j", "KUBE-FORWARD"},
 		},
-		"escaped quote inside": {`-A X --comment "a \"b\" c" -j Y`, []string{"-A", "X", "--comment", `a "b" c`, "-j", "Y"}},
+		"escaped quote inside":  {`-A X --comment "a \"b\" c" -j Y`, []string{"-A", "X", "--comment", `a "b" c`, "-j", "Y"}},
 		"empty quoted argument": {`-A X --comment "" -j Y`, []string{"-A", "X", "--comment", "", "-j", "Y"}},
 	}
 	for name, tc := range cases {
