@@ -77,7 +77,7 @@ verify-kustomize: kustomize ## Check that every kustomization under config/ buil
 ##@ Test
 
 .PHONY: test
-test: verify-generated verify-proto verify-kustomize vet lint test-go bench-operator ## Everything CI runs.
+test: verify-generated verify-proto verify-kustomize vet lint test-go bench-operator test-e2e ## Everything CI runs (as root).
 
 .PHONY: envtest-assets
 envtest-assets: ## Build (or reuse) kube-apiserver, etcd and kubectl for the integration tests.
