@@ -32,7 +32,7 @@ func WriteArchive(w io.Writer, images []Image) error {
 	if err != nil {
 		return fmt.Errorf("making a directory for the image layout: %w", err)
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 
 	lp, err := layout.Write(dir, empty.Index)
 	if err != nil {
@@ -84,7 +84,7 @@ func tarDir(w io.Writer, dir string) error {
 		if err != nil {
 			return err
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		info, err := f.Stat()
 		if err != nil {
 			return err

@@ -156,7 +156,7 @@ func TestArchiveReadsBack(t *testing.T) {
 				t.Fatal(err)
 			}
 			h, _, err := v1.SHA256(rc)
-			rc.Close()
+			_ = rc.Close()
 			if err != nil || h != diffID {
 				t.Errorf("%s: layer reads back as %s (%v); want its diff ID %s", want.Ref, h, err, diffID)
 			}

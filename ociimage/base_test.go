@@ -2,6 +2,7 @@ package ociimage
 
 import (
 	"archive/tar"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -26,7 +27,7 @@ func readTar(t *testing.T, r io.Reader) (map[string]tarFile, []string) {
 	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return files, order
 		}
 		if err != nil {
@@ -47,7 +48,7 @@ func readLayer(t *testing.T, l v1.Layer) (map[string]tarFile, []string) {
 	if err != nil {
 		t.Fatalf("opening layer: %v", err)
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	return readTar(t, rc)
 }
 

@@ -111,7 +111,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt"
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer logFile.Close()
+	defer func() { _ = logFile.Close() }()
 	log := func() string { b, _ := os.ReadFile(logPath); return string(b) }
 
 	cmd := exec.Command("containerd", "--config", config)
@@ -128,10 +128,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt"
 		// run another, for the local cluster.
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-exited:
+		case err := <-exited:
+			t.Logf("containerd stopped: %v", err)
 		case <-time.After(10 * time.Second):
 			_ = cmd.Process.Kill()
-			<-exited
+			t.Logf("containerd killed: %v", <-exited)
 		}
 		unmountUnder(t, dir)
 	})
@@ -139,7 +140,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt"
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if c, err := net.Dial("unix", address); err == nil {
-			c.Close()
+			_ = c.Close()
 			return address
 		}
 		select {
@@ -164,7 +165,7 @@ func unmountUnder(t *testing.T, dir string) {
 		t.Errorf("listing mounts: %v", err)
 		return
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	var mounts []string
 	s := bufio.NewScanner(f)
 	for s.Scan() {

@@ -57,7 +57,7 @@ const defaultPath = "PATH=/usr/local/bin:/usr/bin:/bin"
 // kubelet do: registry, repository and tag, all explicit.
 func ValidateRef(ref string) error {
 	if _, err := name.NewTag(ref, name.StrictValidation); err != nil {
-		return fmt.Errorf("image ref %q: %v; give the registry, repository and tag in full, such as ghcr.io/trellis-mesh/trellis:v0.1.0", ref, err)
+		return fmt.Errorf("image ref %q: %w; give the registry, repository and tag in full, such as ghcr.io/trellis-mesh/trellis:v0.1.0", ref, err)
 	}
 	return nil
 }

@@ -68,7 +68,7 @@ func TestBuildConfig(t *testing.T) {
 			if cf.OS != "linux" || cf.Architecture != runtime.GOARCH {
 				t.Errorf("platform %s/%s; want linux/%s", cf.OS, cf.Architecture, runtime.GOARCH)
 			}
-			if !cf.Created.Time.Equal(time.Unix(0, 0)) {
+			if !cf.Created.Equal(time.Unix(0, 0)) {
 				t.Errorf("created %v; want the Unix epoch", cf.Created.Time)
 			}
 			if len(cf.RootFS.DiffIDs) != 2 || len(cf.History) != 2 {

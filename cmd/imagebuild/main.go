@@ -185,7 +185,7 @@ func run(ctx context.Context, o options, images []*image) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
+	defer func() { _ = os.RemoveAll(work) }()
 
 	if err := build(ctx, work, o.ldflags, images); err != nil {
 		return err
@@ -275,9 +275,9 @@ func writeArchive(path string, images []*image) error {
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	defer os.Remove(tmp.Name())
+	defer func() { _ = os.Remove(tmp.Name()) }()
 	if err := ociimage.WriteArchive(tmp, built); err != nil {
-		tmp.Close()
+		_ = tmp.Close()
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	if err := tmp.Close(); err != nil {

@@ -78,7 +78,7 @@ func (c *cluster) start(ctx context.Context, comp component) (started bool, err 
 	go func() { readyErr <- waitReady(rctx, comp) }()
 	select {
 	case err := <-exited:
-		return false, fmt.Errorf("%s exited during start-up (%v); see %s", comp.name, err, logPath)
+		return false, fmt.Errorf("%s exited during start-up (%w); see %s", comp.name, err, logPath)
 	case err := <-readyErr:
 		if err != nil {
 			return false, fmt.Errorf("%s did not become ready: %w; see %s", comp.name, err, logPath)
@@ -100,7 +100,7 @@ func waitReady(ctx context.Context, comp component) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
+			return fmt.Errorf("%w (last: %w)", ctx.Err(), last)
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
