@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -268,25 +267,7 @@ func ownIptablesRules() []string {
 // unmountUnder detaches every mount below the given directories, deepest
 // first: the kubelet's volumes, containerd's rootfs and shm mounts.
 func unmountUnder(dirs ...string) error {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return err
-	}
-	defer func() { _ = f.Close() }()
-	var targets []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMount(fields[4])
-		for _, d := range dirs {
-			if mp == d || strings.HasPrefix(mp, d+"/") {
-				targets = append(targets, mp)
-			}
-		}
-	}
+	targets := mountsUnder(dirs...)
 	sort.Slice(targets, func(i, j int) bool { return len(targets[i]) > len(targets[j]) })
 	var errs []error
 	for _, t := range targets {
@@ -297,7 +278,7 @@ func unmountUnder(dirs ...string) error {
 	return errors.Join(errs...)
 }
 
-// mountsUnder lists the mounts below dirs: for the down test.
+// mountsUnder lists the mount points at or below dirs.
 func mountsUnder(dirs ...string) []string {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {

@@ -164,11 +164,8 @@ func (c *cluster) residentMiB() int {
 
 func (c *cluster) status() error {
 	for _, name := range startOrder {
-		bin := name
-		if name == "containerd" {
-			bin = "containerd"
-		}
-		if pid, ok := c.running(name, bin); ok {
+		// running compares the executable's base name, which is the component's.
+		if pid, ok := c.running(name, name); ok {
 			fmt.Printf("%-24s running (pid %d)\n", name, pid)
 		} else {
 			fmt.Printf("%-24s stopped\n", name)
