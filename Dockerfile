@@ -1,6 +1,7 @@
-# The one Trellis image: operator (manager), control plane, and the binaries
-# later issues add. The reference build for real registries; on machines with
-# no Docker engine the project assembles the same image with its own Go tool.
+# The one Trellis image: operator (manager) and control plane, and the
+# binaries later issues add. The reference build for real registries; on
+# machines with no Docker engine `make images` assembles the same image from
+# the same binaries with cmd/imagebuild (keep the two lists alike).
 FROM golang:1.26 AS build
 ARG VERSION=v0.1.0
 ARG IMAGE=ghcr.io/trellis-mesh/trellis
@@ -10,8 +11,10 @@ RUN go mod download
 COPY . .
 RUN CGO_ENABLED=0 go build -trimpath \
       -ldflags "-s -w -X github.com/trellis-mesh/trellis/version.Version=${VERSION} -X github.com/trellis-mesh/trellis/version.Image=${IMAGE}" \
-      -o /out/ . ./cmd/... && \
-    mv /out/trellis /out/manager
+      -o /out/manager . && \
+    CGO_ENABLED=0 go build -trimpath \
+      -ldflags "-s -w -X github.com/trellis-mesh/trellis/version.Version=${VERSION} -X github.com/trellis-mesh/trellis/version.Image=${IMAGE}" \
+      -o /out/controlplane ./cmd/controlplane
 
 FROM gcr.io/distroless/static:nonroot
 COPY --from=build /out/ /usr/local/bin/
