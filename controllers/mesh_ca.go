@@ -40,10 +40,17 @@ func (r *MeshReconciler) reconcileCA(ctx context.Context, mesh *meshv1.Mesh, obs
 }
 
 func (r *MeshReconciler) reconcileBuiltinCA(ctx context.Context, mesh *meshv1.Mesh, obs *observation) (time.Duration, error) {
-	// Coming back from certManager mode: cert-manager must stop writing the Secret.
+	// Coming back from certManager mode: cert-manager must stop writing the
+	// Secret. The cache says whether there is a Certificate to delete, so a
+	// builtin Mesh costs no API call here.
 	if r.CertManager {
-		if err := r.deleteIfExists(ctx, newCertificateKey(mesh)); err != nil {
-			return 0, err
+		cert := newCertificateKey(mesh)
+		if err := r.Get(ctx, client.ObjectKeyFromObject(cert), cert); err == nil {
+			if err := r.deleteIfExists(ctx, cert); err != nil {
+				return 0, err
+			}
+		} else if !apierrors.IsNotFound(err) {
+			return 0, fmt.Errorf("reading Certificate %s/%s: %w", mesh.Spec.Namespace, CertificateName, err)
 		}
 	}
 	secret, err := r.caSecret(ctx, mesh)
