@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
 )
@@ -83,4 +85,18 @@ func New(opts Options) (*envtest.Environment, error) {
 		}
 	}
 	return env, nil
+}
+
+// StartManager runs mgr until the returned stop is called; stop waits for it
+// to end and reports how it ended.
+func StartManager(mgr manager.Manager) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	return ctx, func() {
+		cancel()
+		if err := <-done; err != nil {
+			fmt.Fprintln(os.Stderr, "manager:", err)
+		}
+	}
 }
