@@ -12,6 +12,7 @@ import (
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -305,9 +306,12 @@ func (r *MeshReconciler) reconcileTrustBundle(ctx context.Context, mesh *meshv1.
 	return nil
 }
 
+// deleteIfExists deletes o; an object already gone, or of a kind the API
+// server does not serve (cert-manager's Certificate without cert-manager), is
+// not an error.
 func (r *MeshReconciler) deleteIfExists(ctx context.Context, o client.Object) error {
 	err := r.Delete(ctx, o)
-	if err == nil || apierrors.IsNotFound(err) || isNoMatch(err) {
+	if err == nil || apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
 		return nil
 	}
 	return fmt.Errorf("deleting %T %s/%s: %w", o, o.GetNamespace(), o.GetName(), err)

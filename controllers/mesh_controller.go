@@ -10,7 +10,6 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -225,8 +224,8 @@ func (r *MeshReconciler) reconcileDelete(ctx context.Context, mesh *meshv1.Mesh)
 
 	var errs []error
 	for _, o := range objs {
-		if err := r.Delete(ctx, o); err != nil && !apierrors.IsNotFound(err) && !isNoMatch(err) {
-			errs = append(errs, fmt.Errorf("deleting %T %s/%s: %w", o, o.GetNamespace(), o.GetName(), err))
+		if err := r.deleteIfExists(ctx, o); err != nil {
+			errs = append(errs, err)
 		}
 	}
 
@@ -365,7 +364,3 @@ func (r *MeshReconciler) meshesOfNamespace(ctx context.Context, o client.Object)
 	}
 	return reqs
 }
-
-// isNoMatch is true when a kind is not served, as cert-manager's Certificate
-// is not when cert-manager is uninstalled.
-func isNoMatch(err error) bool { return meta.IsNoMatchError(err) }

@@ -23,21 +23,12 @@ import (
 var k8sClient client.Client
 
 func TestMain(m *testing.M) {
-	env, err := testenv.New(testenv.Options{})
+	env, _, c, err := testenv.Start(testenv.Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	cfg, err := env.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	k8sClient, err = client.New(cfg, client.Options{Scheme: testenv.Scheme()})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
+	k8sClient = c
 	code := m.Run()
 	_ = env.Stop()
 	os.Exit(code)

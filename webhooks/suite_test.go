@@ -30,25 +30,16 @@ var (
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
-	env, err := testenv.New(testenv.Options{CertManager: true, Webhooks: true})
+	env, c, kc, err := testenv.Start(testenv.Options{CertManager: true, Webhooks: true})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	cfg, err = env.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "starting envtest:", err)
-		return 1
-	}
+	cfg, k8sClient = c, kc
 	defer func() { _ = env.Stop() }()
 	webhookOpt = env.WebhookInstallOptions
 
 	scheme := testenv.Scheme()
-	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:  scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},

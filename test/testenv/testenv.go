@@ -13,6 +13,8 @@ import (
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
@@ -99,4 +101,23 @@ func StartManager(mgr manager.Manager) (ctx context.Context, stop func()) {
 			fmt.Fprintln(os.Stderr, "manager:", err)
 		}
 	}
+}
+
+// Start starts a test environment and returns it, its config and a client
+// that knows Trellis's and cert-manager's types. The caller stops env.
+func Start(opts Options) (env *envtest.Environment, cfg *rest.Config, c client.Client, err error) {
+	env, err = New(opts)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cfg, err = env.Start()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("starting envtest: %w", err)
+	}
+	c, err = client.New(cfg, client.Options{Scheme: Scheme()})
+	if err != nil {
+		_ = env.Stop()
+		return nil, nil, nil, err
+	}
+	return env, cfg, c, nil
 }
