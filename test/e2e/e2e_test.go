@@ -107,6 +107,12 @@ func TestMeshBecomesReadyWithItsControlPlaneRunning(t *testing.T) {
 		t.Fatalf("Mesh not Ready: %v %s", err, out)
 	}
 	t.Logf("Mesh Ready %.1fs after kubectl apply", time.Since(start).Seconds())
+	// Ready means the control plane serves, which one replica does; the
+	// second may still be starting. Its status must come to count both.
+	if out, err := kubectlErr("wait", "mesh/default", "--for=jsonpath={.status.controlPlane.availableReplicas}=2", "--timeout=120s"); err != nil {
+		t.Log(kubectlErr("-n", "trellis-system", "get", "pods", "-o", "wide"))
+		t.Fatalf("Mesh status never counted 2 available control plane replicas: %v %s", err, out)
+	}
 	pods := kubectl(t, "-n", "trellis-system", "get", "pods", "-l", "app.kubernetes.io/name=trellis-controlplane",
 		"-o", "jsonpath={range .items[*]}{.status.phase}{\" \"}{end}")
 	if got := strings.Count(pods, "Running"); got != 2 {
