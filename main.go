@@ -9,13 +9,17 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -25,6 +29,7 @@ import (
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
 	"github.com/trellis-mesh/trellis/controllers"
+	"github.com/trellis-mesh/trellis/inject"
 	"github.com/trellis-mesh/trellis/version"
 	"github.com/trellis-mesh/trellis/webhookcert"
 	"github.com/trellis-mesh/trellis/webhooks"
@@ -95,7 +100,7 @@ func run() error {
 
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:                 scheme,
-		Cache:                  controllers.CacheOptions(),
+		Cache:                  controllers.CacheOptions(webhookCfg),
 		Metrics:                metricsserver.Options{BindAddress: metricsAddr, TLSOpts: []func(*tls.Config){noHTTP2}},
 		HealthProbeBindAddress: probeAddr,
 		LeaderElection:         leaderElect,
@@ -122,17 +127,38 @@ func run() error {
 	}
 	setupLog.Info("starting", "version", version.Version, "certManager", certManager)
 
+	minor, err := kubernetesMinor(restConfig)
+	if err != nil {
+		return err
+	}
+	injectCfg := inject.Config{ProxyImage: image + ":" + imageVersion, Version: imageVersion, KubernetesMinor: minor}
+	// The API server can call the injector only where the operator runs in
+	// the cluster, behind its webhook Service.
+	var injector controllers.Injector
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		injector = controllers.Injector{
+			Service:               &client.ObjectKey{Namespace: ns, Name: webhookSvc},
+			CABundle:              controllers.ValidatingWebhookCABundle(mgr.GetClient(), webhookCfg),
+			ValidatingWebhookName: webhookCfg,
+			Config:                injectCfg,
+		}
+	} else {
+		setupLog.Info("POD_NAMESPACE is not set: running outside the cluster, so no sidecar injection is configured")
+	}
+
 	if err := (&controllers.MeshReconciler{
 		Client:      mgr.GetClient(),
 		Recorder:    mgr.GetEventRecorder("trellis-operator"),
 		Images:      controllers.Images{Repository: image, Version: imageVersion},
 		CertManager: certManager,
+		Injector:    injector,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the Mesh controller: %w", err)
 	}
 	if err := webhooks.SetupMeshWebhook(mgr); err != nil {
 		return fmt.Errorf("setting up the Mesh webhook: %w", err)
 	}
+	webhooks.SetupPodInjector(mgr, injectCfg)
 
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
@@ -141,6 +167,24 @@ func run() error {
 		return err
 	}
 	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// kubernetesMinor is the API server's minor version: 29 for 1.29. It decides
+// whether the proxy can be a native sidecar.
+func kubernetesMinor(cfg *rest.Config) (int, error) {
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return 0, err
+	}
+	v, err := dc.ServerVersion()
+	if err != nil {
+		return 0, fmt.Errorf("reading the API server's version: %w", err)
+	}
+	minor, err := strconv.Atoi(strings.TrimRight(v.Minor, "+"))
+	if err != nil || v.Major != "1" {
+		return 0, fmt.Errorf("the API server reports version %s.%s, which the operator cannot read", v.Major, v.Minor)
+	}
+	return minor, nil
 }
 
 // servesKind reports whether the API server serves a kind, such as

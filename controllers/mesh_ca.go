@@ -244,6 +244,13 @@ func (r *MeshReconciler) reconcileTrustBundle(ctx context.Context, mesh *meshv1.
 		}
 	}
 	obs.meshedNamespaces = int32(len(meshed))
+	// Pods that opted in by their own label, in namespaces not labeled for
+	// the Mesh, need the bundle too.
+	for ns := range obs.pods.namespaces {
+		if ns != mesh.Spec.Namespace {
+			meshed[ns] = true
+		}
+	}
 
 	var existing corev1.ConfigMapList
 	if err := r.List(ctx, &existing, client.MatchingLabels{LabelOwnerMesh: mesh.Name}); err != nil {
@@ -258,7 +265,7 @@ func (r *MeshReconciler) reconcileTrustBundle(ctx context.Context, mesh *meshv1.
 			return fmt.Errorf("removing trust bundle from namespace %s: %w", cm.Namespace, err)
 		}
 		r.Recorder.Eventf(mesh, nil, corev1.EventTypeNormal, "TrustBundleRemoved", "Delete",
-			"removed the trust bundle from namespace %s, which is no longer labeled for this mesh", cm.Namespace)
+			"removed the trust bundle from namespace %s, which is no longer labeled for this mesh and runs none of its pods", cm.Namespace)
 	}
 
 	if obs.ca.issuer == nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -13,16 +14,20 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
@@ -48,6 +53,9 @@ type MeshReconciler struct {
 	// CertManager is true when cert-manager's CRDs were installed when the
 	// operator started; only then does it watch Certificates.
 	CertManager bool
+	// Injector is where the operator serves sidecar injection; its zero
+	// value leaves injection out.
+	Injector Injector
 }
 
 // The operator's own rights. Secrets and ConfigMaps are named: the operator
@@ -127,10 +135,16 @@ func (r *MeshReconciler) reconcileNormal(ctx context.Context, mesh *meshv1.Mesh,
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	if err := r.observePods(ctx, mesh, obs); err != nil {
+		return ctrl.Result{}, err
+	}
 	if err := r.reconcileTrustBundle(ctx, mesh, obs); err != nil {
 		return ctrl.Result{}, err
 	}
 	if err := r.reconcileControlPlane(ctx, mesh, obs); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.reconcileInjector(ctx, mesh, obs); err != nil {
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: next}, nil
@@ -194,6 +208,10 @@ func (r *MeshReconciler) reconcileDelete(ctx context.Context, mesh *meshv1.Mesh)
 		return nil
 	}
 	logger := log.FromContext(ctx)
+	// First, so that no new pod is sent to a Mesh going away.
+	if err := r.deleteInjector(ctx, mesh); err != nil {
+		return err
+	}
 	ns := mesh.Spec.Namespace
 	var objs []client.Object
 	add := func(o client.Object, namespace, name string) {
@@ -310,6 +328,22 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.CertManager {
 		b = b.Owns(newCertificate())
 	}
+	if r.Injector.enabled() {
+		b = b.Owns(&admissionregistrationv1.MutatingWebhookConfiguration{}).
+			// Injected pods are counted, and their namespaces get the trust bundle.
+			Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(meshOfPod),
+				builder.WithPredicates(predicate.TypedFuncs[client.Object]{
+					UpdateFunc: func(e event.TypedUpdateEvent[client.Object]) bool {
+						return injectedPodChanged(e.ObjectOld.(*corev1.Pod), e.ObjectNew.(*corev1.Pod))
+					},
+				}))
+		if r.Injector.ValidatingWebhookName != "" {
+			// A new serving CA must reach every Mesh's injector at once, or
+			// the API server stops trusting it.
+			b = b.Watches(&admissionregistrationv1.ValidatingWebhookConfiguration{},
+				handler.EnqueueRequestsFromMapFunc(r.allMeshes))
+		}
+	}
 	return b.Complete(r)
 }
 
@@ -317,11 +351,19 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // ConfigMaps by name (which is also all its RBAC lets it read), the rest by
 // its managed-by label. Without this it would hold every Deployment and
 // Service of the cluster in memory.
-func CacheOptions() cache.Options {
+func CacheOptions(validatingWebhookName string) cache.Options {
 	managed := labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue})
 	byLabel := cache.ByObject{Label: managed}
+	meshed, err := labels.NewRequirement(meshv1.MeshLabel, selection.Exists, nil)
+	if err != nil {
+		panic(err) // a constant key: cannot fail
+	}
 	return cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
+			// Only injected pods, which carry their Mesh's name.
+			&corev1.Pod{}: {Label: labels.NewSelector().Add(*meshed)},
+			&admissionregistrationv1.MutatingWebhookConfiguration{}:   byLabel,
+			&admissionregistrationv1.ValidatingWebhookConfiguration{}: {Field: fields.OneTermEqualSelector("metadata.name", validatingWebhookName)},
 			&corev1.Secret{}:                {Field: fields.OneTermEqualSelector("metadata.name", CASecretName)},
 			&corev1.ConfigMap{}:             {Field: fields.OneTermEqualSelector("metadata.name", TrustBundleName)},
 			&appsv1.Deployment{}:            byLabel,
@@ -334,6 +376,28 @@ func CacheOptions() cache.Options {
 			&rbacv1.RoleBinding{}:           byLabel,
 		},
 	}
+}
+
+// meshOfPod maps an injected pod to its Mesh.
+func meshOfPod(_ context.Context, o client.Object) []reconcile.Request {
+	if name := o.GetLabels()[meshv1.MeshLabel]; name != "" {
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: name}}}
+	}
+	return nil
+}
+
+// allMeshes maps an object every Mesh depends on to every Mesh.
+func (r *MeshReconciler) allMeshes(ctx context.Context, _ client.Object) []reconcile.Request {
+	var meshes meshv1.MeshList
+	if err := r.List(ctx, &meshes); err != nil {
+		log.FromContext(ctx).Error(err, "listing Meshes")
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(meshes.Items))
+	for _, m := range meshes.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKey{Name: m.Name}})
+	}
+	return reqs
 }
 
 // meshOfMeshNamespace maps an object in a mesh namespace to that namespace's Mesh.

@@ -12,6 +12,7 @@ import (
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
 	"github.com/trellis-mesh/trellis/ca"
+	"github.com/trellis-mesh/trellis/inject"
 )
 
 // observation is what one reconcile saw; the status is computed from it
@@ -29,6 +30,29 @@ type observation struct {
 
 	meshedNamespaces int32
 	trustAnchors     int32
+
+	injector injectorObservation
+	pods     podsObservation
+}
+
+// injectorObservation is what the injection step did.
+type injectorObservation struct {
+	// configured is true when the Mesh's webhook configuration was applied.
+	configured bool
+	// caBundle is true when it was applied with the serving CA.
+	caBundle bool
+}
+
+// podsObservation is what the pod count found.
+type podsObservation struct {
+	observed bool
+	// version is the proxy version the Mesh asks for.
+	version string
+	// meshed and outdated count running injected pods, all and those on
+	// another proxy version.
+	meshed, outdated int32
+	// namespaces run injected pods.
+	namespaces map[string]bool
 }
 
 // caObservation is what the CA step found.
@@ -49,8 +73,13 @@ func computeStatus(mesh *meshv1.Mesh, obs *observation) {
 	setCAStatus(mesh, obs)
 	setControlPlaneStatus(mesh, obs)
 	mesh.Status.MeshedNamespaces = obs.meshedNamespaces
+	if obs.pods.observed {
+		mesh.Status.MeshedPods, mesh.Status.OutdatedPods = obs.pods.meshed, obs.pods.outdated
+	}
 	setCAReadyCondition(mesh, obs)
 	setControlPlaneReadyCondition(mesh, obs)
+	setInjectorReadyCondition(mesh, obs)
+	setDataPlaneCondition(mesh, obs)
 	setReadyCondition(mesh, obs)
 }
 
@@ -137,7 +166,11 @@ func setReadyCondition(mesh *meshv1.Mesh, obs *observation) {
 		return
 	}
 	var notReady []string
-	for _, t := range []string{meshv1.CAReadyCondition, meshv1.ControlPlaneReadyCondition} {
+	summarised := []string{meshv1.CAReadyCondition, meshv1.ControlPlaneReadyCondition}
+	if meta.FindStatusCondition(mesh.Status.Conditions, meshv1.InjectorReadyCondition) != nil {
+		summarised = append(summarised, meshv1.InjectorReadyCondition)
+	}
+	for _, t := range summarised {
 		cond := meta.FindStatusCondition(mesh.Status.Conditions, t)
 		if cond == nil || cond.Status != metav1.ConditionTrue {
 			msg := t
@@ -153,6 +186,59 @@ func setReadyCondition(mesh *meshv1.Mesh, obs *observation) {
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, meshv1.NotReadyReason, strings.Join(notReady, "; ")
 	}
 	meta.SetStatusCondition(&mesh.Status.Conditions, c)
+}
+
+// setInjectorReadyCondition says whether the API server can call the
+// injector for this Mesh. Left out when the operator does not inject.
+func setInjectorReadyCondition(mesh *meshv1.Mesh, obs *observation) {
+	c := metav1.Condition{Type: meshv1.InjectorReadyCondition, ObservedGeneration: mesh.Generation}
+	switch {
+	case obs.injector.configured && obs.injector.caBundle:
+		c.Status, c.Reason = metav1.ConditionTrue, meshv1.InjectorConfiguredReason
+		c.Message = fmt.Sprintf("MutatingWebhookConfiguration %s sends pods of the Mesh's namespaces to the injector (failurePolicy %s)",
+			InjectorWebhookConfigurationName(mesh), failurePolicyOf(mesh))
+	case obs.injector.configured:
+		c.Status, c.Reason = metav1.ConditionFalse, meshv1.InjectorNoCABundleReason
+		c.Message = fmt.Sprintf("MutatingWebhookConfiguration %s has no CA bundle yet: the operator's ValidatingWebhookConfiguration has none; "+
+			"with cert-manager, check its cainjector; otherwise the operator writes it at start", InjectorWebhookConfigurationName(mesh))
+	case obs.specErr != nil:
+		if meta.FindStatusCondition(mesh.Status.Conditions, c.Type) == nil {
+			return
+		}
+		c.Status, c.Reason, c.Message = metav1.ConditionUnknown, meshv1.InvalidSpecReason, "not reconciled: the spec is invalid"
+	default:
+		return
+	}
+	meta.SetStatusCondition(&mesh.Status.Conditions, c)
+}
+
+// setDataPlaneCondition says whether every meshed pod runs the proxy version
+// the Mesh asks for. It is not part of Ready: old proxies still serve, and
+// pods take the new one when they are restarted.
+func setDataPlaneCondition(mesh *meshv1.Mesh, obs *observation) {
+	if !obs.pods.observed {
+		return
+	}
+	c := metav1.Condition{Type: meshv1.DataPlaneUpToDateCondition, ObservedGeneration: mesh.Generation}
+	if obs.pods.outdated == 0 {
+		c.Status, c.Reason = metav1.ConditionTrue, meshv1.DataPlaneUpToDateReason
+		c.Message = fmt.Sprintf("all %d meshed pods run proxy %s", obs.pods.meshed, obs.pods.version)
+	} else {
+		c.Status, c.Reason = metav1.ConditionFalse, meshv1.DataPlaneOutdatedReason
+		c.Message = fmt.Sprintf("%d of %d meshed pods run another proxy than %s: restart their workloads "+
+			"(kubectl rollout restart) to update them; `kubectl get pods -A -l '%s=%s,%s!=%s'` lists them",
+			obs.pods.outdated, obs.pods.meshed, obs.pods.version,
+			meshv1.MeshLabel, mesh.Name, inject.LabelProxyVersion, obs.pods.version)
+	}
+	meta.SetStatusCondition(&mesh.Status.Conditions, c)
+}
+
+
+func failurePolicyOf(mesh *meshv1.Mesh) meshv1.FailurePolicy {
+	if mesh.Spec.Injection.FailurePolicy == "" {
+		return meshv1.FailurePolicyFail
+	}
+	return mesh.Spec.Injection.FailurePolicy
 }
 
 func timePtr(t time.Time) *metav1.Time {

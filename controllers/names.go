@@ -70,3 +70,17 @@ func ownedLabels(mesh *meshv1.Mesh) map[string]string {
 func controlPlaneClusterRoleName(mesh *meshv1.Mesh) string {
 	return "trellis-controlplane-" + mesh.Name
 }
+
+// Sidecar injection.
+const (
+	// InjectorPath is where the operator's webhook server injects pods.
+	InjectorPath = "/inject-v1-pod"
+	// InjectorTimeoutSeconds bounds each admission call; the API server's
+	// own limit is 30 s, and a pod creation should never wait near that.
+	InjectorTimeoutSeconds = 10
+)
+
+// InjectorWebhookConfigurationName is mesh's MutatingWebhookConfiguration.
+func InjectorWebhookConfigurationName(mesh *meshv1.Mesh) string {
+	return "trellis-sidecar-injector-" + mesh.Name
+}

@@ -211,7 +211,7 @@ func resolve(ref string, pod *corev1.Pod, namespace *corev1.Namespace, mesh *mes
 	}
 	var warnings []string
 	var err error
-	if p.image, p.version, err = proxyImage(mesh, cfg); err != nil {
+	if p.image, p.version, err = ProxyImage(mesh, cfg); err != nil {
 		return params{}, nil, err
 	}
 	if errs := validation.IsValidLabelValue(mesh.Name); len(errs) > 0 {
@@ -284,10 +284,10 @@ func resolve(ref string, pod *corev1.Pod, namespace *corev1.Namespace, mesh *mes
 	return p, warnings, nil
 }
 
-// proxyImage returns the proxy's image and version. With neither
+// ProxyImage returns the proxy's image and version. With neither
 // spec.proxy.image nor spec.proxy.version set, cfg.ProxyImage is used as it
 // is, so an operator that pins its image by digest injects that digest.
-func proxyImage(mesh *meshv1.Mesh, cfg Config) (image, version string, err error) {
+func ProxyImage(mesh *meshv1.Mesh, cfg Config) (image, version string, err error) {
 	repo, tag := splitImage(cfg.ProxyImage)
 	version = mesh.Spec.Proxy.Version
 	if version == "" {

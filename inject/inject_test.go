@@ -214,7 +214,7 @@ func TestProxyImage(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			mesh := &meshv1.Mesh{Spec: meshv1.MeshSpec{Proxy: meshv1.ProxySpec{Image: tc.specImage, Version: tc.specVersion}}}
-			image, version, err := proxyImage(mesh, tc.cfg)
+			image, version, err := ProxyImage(mesh, tc.cfg)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -45,4 +45,16 @@ const (
 	ControlPlaneAvailableReason = "Available"
 	// ControlPlaneUnavailableReason: no control-plane replica is available yet.
 	ControlPlaneUnavailableReason = "Unavailable"
+
+	// InjectorConfiguredReason: the Mesh's MutatingWebhookConfiguration is
+	// applied and trusts the injector's serving certificate.
+	InjectorConfiguredReason = "Configured"
+	// InjectorNoCABundleReason: the webhook configuration has no CA bundle,
+	// so the API server cannot call the injector.
+	InjectorNoCABundleReason = "NoCABundle"
+
+	// DataPlaneUpToDateReason: every meshed pod runs the Mesh's proxy version.
+	DataPlaneUpToDateReason = "UpToDate"
+	// DataPlaneOutdatedReason: some meshed pods run another proxy version.
+	DataPlaneOutdatedReason = "Outdated"
 )
