@@ -233,7 +233,6 @@ func setDataPlaneCondition(mesh *meshv1.Mesh, obs *observation) {
 	meta.SetStatusCondition(&mesh.Status.Conditions, c)
 }
 
-
 func failurePolicyOf(mesh *meshv1.Mesh) meshv1.FailurePolicy {
 	if mesh.Spec.Injection.FailurePolicy == "" {
 		return meshv1.FailurePolicyFail
