@@ -1,5 +1,5 @@
-# The one Trellis image: operator (manager) and control plane, and the
-# binaries later issues add. The reference build for real registries; on
+# The one Trellis image: operator (manager), control plane and sidecar
+# proxy, and the binaries later issues add. The reference build for real registries; on
 # machines with no Docker engine `make images` assembles the same image from
 # the same binaries with cmd/imagebuild (keep the two lists alike).
 FROM golang:1.26 AS build
@@ -14,7 +14,10 @@ RUN CGO_ENABLED=0 go build -trimpath \
       -o /out/manager . && \
     CGO_ENABLED=0 go build -trimpath \
       -ldflags "-s -w -X github.com/trellis-mesh/trellis/version.Version=${VERSION} -X github.com/trellis-mesh/trellis/version.Image=${IMAGE}" \
-      -o /out/controlplane ./cmd/controlplane
+      -o /out/controlplane ./cmd/controlplane && \
+    CGO_ENABLED=0 go build -trimpath \
+      -ldflags "-s -w -X github.com/trellis-mesh/trellis/version.Version=${VERSION} -X github.com/trellis-mesh/trellis/version.Image=${IMAGE}" \
+      -o /out/proxy ./cmd/proxy
 
 FROM gcr.io/distroless/static:nonroot
 COPY --from=build /out/ /usr/local/bin/

@@ -77,7 +77,7 @@ verify-kustomize: kustomize ## Check that every kustomization under config/ buil
 ##@ Test
 
 .PHONY: test
-test: verify-generated verify-proto verify-kustomize vet lint test-go bench-operator test-e2e ## Everything CI runs (as root).
+test: verify-generated verify-proto verify-kustomize vet lint test-go bench-operator bench-injector test-e2e ## Everything CI runs (as root).
 
 .PHONY: envtest-assets
 envtest-assets: ## Build (or reuse) kube-apiserver, etcd and kubectl for the integration tests.
@@ -92,6 +92,11 @@ test-go: envtest-assets ## Unit and integration tests (a real kube-apiserver and
 bench-operator: envtest-assets ## How long the operator takes from Mesh creation to its objects and to Ready.
 	KUBEBUILDER_ASSETS="$$(hack/build-k8s.sh kube-apiserver etcd kubectl | tail -n1)" \
 		go test ./controllers -run '^$$' -bench BenchmarkMesh -benchtime 5x -count=1
+
+.PHONY: bench-injector
+bench-injector: envtest-assets ## Sidecar injection server side: admissions per second and p50/p99 latency.
+	KUBEBUILDER_ASSETS="$$(hack/build-k8s.sh kube-apiserver etcd kubectl | tail -n1)" \
+		go test ./webhooks -run '^$$' -bench BenchmarkPodInjection -benchtime 3000x -count=1
 
 ##@ Local cluster and end-to-end tests
 
@@ -114,7 +119,7 @@ images: cluster-binaries ## Build every image (no Docker) into one OCI archive u
 	@mkdir -p $(dir $(IMAGES_ARCHIVE))
 	go run ./cmd/imagebuild --out $(IMAGES_ARCHIVE) --ldflags "-X github.com/trellis-mesh/trellis/version.Version=$(VERSION) -X github.com/trellis-mesh/trellis/version.Image=$(IMAGE)" \
 		--image 'ref=registry.k8s.io/pause:3.10,entrypoint=/pause,user=65535,go=./cmd/pause:/pause' \
-		--image 'ref=$(IMAGE):$(VERSION),entrypoint=/usr/local/bin/manager,user=65532,go=.:/usr/local/bin/manager,go=./cmd/controlplane:/usr/local/bin/controlplane' \
+		--image 'ref=$(IMAGE):$(VERSION),entrypoint=/usr/local/bin/manager,user=65532,go=.:/usr/local/bin/manager,go=./cmd/controlplane:/usr/local/bin/controlplane,go=./cmd/proxy:/usr/local/bin/proxy' \
 		--image 'ref=trellis.local/coredns:$(COREDNS_VERSION),entrypoint=/coredns,user=65532,file=$(CACHE)/coredns/$(COREDNS_VERSION)/coredns:/coredns' \
 		--image 'ref=ghcr.io/trellis-mesh/sample-temperature-api:$(VERSION),entrypoint=/usr/local/bin/temperature-api,user=65532,go=./test/sampleapp/cmd/temperature-api:/usr/local/bin/temperature-api' \
 		--image 'ref=ghcr.io/trellis-mesh/sample-converter:$(VERSION),entrypoint=/usr/local/bin/converter,user=65532,go=./test/sampleapp/cmd/converter:/usr/local/bin/converter' \

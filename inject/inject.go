@@ -131,6 +131,17 @@ func Inject(pod *corev1.Pod, namespace *corev1.Namespace, mesh *meshv1.Mesh, cfg
 	}
 	out.Spec.InitContainers = append(inits, out.Spec.InitContainers...)
 
+	// The proxy's projected token needs a named ServiceAccount, and the API
+	// server's validation refuses the pod without one. Its ServiceAccount
+	// admission plugin names "default" anyway, but webhooks are not
+	// guaranteed to run after it.
+	if out.Spec.ServiceAccountName == "" {
+		out.Spec.ServiceAccountName = out.Spec.DeprecatedServiceAccount
+	}
+	if out.Spec.ServiceAccountName == "" {
+		out.Spec.ServiceAccountName = "default"
+	}
+
 	vols := volumes()
 	for _, v := range vols {
 		status.Volumes = append(status.Volumes, v.Name)

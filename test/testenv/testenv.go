@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
@@ -90,16 +91,19 @@ func New(opts Options) (*envtest.Environment, error) {
 }
 
 // StartManager runs mgr until the returned stop is called; stop waits for it
-// to end and reports how it ended.
+// to end and reports how it ended. Calling stop again does nothing.
 func StartManager(mgr manager.Manager) (ctx context.Context, stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
+	var once sync.Once
 	return ctx, func() {
-		cancel()
-		if err := <-done; err != nil {
-			fmt.Fprintln(os.Stderr, "manager:", err)
-		}
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				fmt.Fprintln(os.Stderr, "manager:", err)
+			}
+		})
 	}
 }
 

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+
+	"github.com/google/nftables"
+
+	"github.com/trellis-mesh/trellis/inject"
+	"github.com/trellis-mesh/trellis/proxy/redirect"
+)
+
+const initSynopsis = `Redirects the pod's TCP traffic to the proxy: inbound connections to
+--inbound-port, the app's outbound connections to --outbound-port, except
+the proxy's own (--proxy-uid) and the excluded ports and networks. Writes
+nftables tables "ip trellis" and "ip6 trellis", replacing earlier ones, in
+one transaction. Needs NET_ADMIN in the pod's network namespace.`
+
+// initFlags are proxy init's command line.
+type initFlags struct {
+	cfg    redirect.Config
+	dryRun bool
+}
+
+func parseInitFlags(args []string, stdout, stderr io.Writer) (initFlags, error) {
+	out, in, uid := portFlag(inject.OutboundPort), portFlag(inject.InboundPort), uidFlag(inject.ProxyUID)
+	var excludeIn, excludeOut portList
+	var cidrs cidrList
+	var f initFlags
+
+	fs := newFlagSet("init", initSynopsis)
+	fs.Var(&out, "outbound-port", "port of the proxy's outbound listener")
+	fs.Var(&in, "inbound-port", "port of the proxy's inbound listener")
+	fs.Var(&uid, "proxy-uid", "UID the proxy runs as; its connections are not redirected")
+	fs.Var(&excludeIn, "exclude-inbound-ports", "comma-separated pod ports whose inbound connections are not redirected (the proxy's admin port is one)")
+	fs.Var(&excludeOut, "exclude-outbound-ports", "comma-separated destination ports whose outbound connections are not redirected")
+	fs.Var(&cidrs, "exclude-outbound-cidrs", "comma-separated destination networks whose outbound connections are not redirected, such as 169.254.169.254/32")
+	fs.BoolVar(&f.dryRun, "dry-run", false, "print the rules, as nft would list them, instead of writing them")
+	if err := parse(fs, args, stdout, stderr); err != nil {
+		return initFlags{}, err
+	}
+	f.cfg = redirect.Config{
+		OutboundPort:         uint16(out),
+		InboundPort:          uint16(in),
+		ProxyUID:             uint32(uid),
+		ExcludeInboundPorts:  excludeIn,
+		ExcludeOutboundPorts: excludeOut,
+		ExcludeOutboundCIDRs: cidrs,
+	}
+	return f, nil
+}
+
+func initCmd(args []string, stdout, stderr io.Writer) int {
+	f, err := parseInitFlags(args, stdout, stderr)
+	if err != nil {
+		return exitCode(err)
+	}
+	plan, err := redirect.NewPlan(f.cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "proxy init: %v\n", err)
+		return exitUsage
+	}
+	if f.dryRun {
+		fmt.Fprint(stdout, plan)
+		return 0
+	}
+	conn, err := nftables.New()
+	if err != nil {
+		fmt.Fprintf(stderr, "proxy init: opening netlink: %v\n", err)
+		return exitFailure
+	}
+	apply := func(p redirect.Plan) error { return redirect.Apply(conn, p) }
+	written, note, err := install(plan, apply, podHasIPv6)
+	if err != nil {
+		fmt.Fprintf(stderr, "proxy init: %v\n", err)
+		return exitFailure
+	}
+	for _, line := range written.Summary() {
+		fmt.Fprintln(stdout, line)
+	}
+	if note != "" {
+		fmt.Fprintln(stdout, note)
+	}
+	return 0
+}
+
+// install applies plan and returns what it wrote. A kernel without IPv6
+// nat refuses the ip6 table, and with it the whole transaction; when the
+// pod has no IPv6 address that costs nothing, so the IPv4 table alone is
+// written and note says why. A pod with IPv6 must have both, or its IPv6
+// traffic would bypass the proxy.
+func install(plan redirect.Plan, apply func(redirect.Plan) error, hasIPv6 func() (bool, error)) (written redirect.Plan, note string, err error) {
+	err = apply(plan)
+	if err == nil {
+		return plan, "", nil
+	}
+	if errors.Is(err, os.ErrPermission) {
+		return redirect.Plan{}, "", fmt.Errorf("%w: writing nftables rules needs the NET_ADMIN capability in the pod's network namespace, which the injector gives %s", err, inject.InitContainerName)
+	}
+	v4 := plan.Only(redirect.IPv4)
+	if len(v4.Tables) == len(plan.Tables) {
+		return redirect.Plan{}, "", err
+	}
+	v6, v6err := hasIPv6()
+	switch {
+	case v6err != nil:
+		return redirect.Plan{}, "", fmt.Errorf("%w (and listing the pod's addresses to see whether IPv6 matters failed: %w)", err, v6err)
+	case v6:
+		return redirect.Plan{}, "", fmt.Errorf("%w; the pod has an IPv6 address, so IPv6 must be redirected too: does the node's kernel have nf_tables IPv6 nat?", err)
+	}
+	if err4 := apply(v4); err4 != nil {
+		return redirect.Plan{}, "", err4
+	}
+	note = fmt.Sprintf("table ip6 %s not written: the kernel refused it (%v); the pod has no IPv6 address, so only IPv4 is redirected", redirect.TableName, err)
+	return v4, note, nil
+}
+
+// podHasIPv6 reports whether the pod has an IPv6 address that traffic can
+// use: not loopback and not link-local, which every interface gets when the
+// kernel has IPv6 at all.
+func podHasIPv6() (bool, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false, err
+	}
+	for _, a := range addrs {
+		n, ok := a.(*net.IPNet)
+		if ok && n.IP.To4() == nil && n.IP.IsGlobalUnicast() {
+			return true, nil
+		}
+	}
+	return false, nil
+}

@@ -1,0 +1,227 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
+
+	"github.com/trellis-mesh/trellis/test/testenv"
+)
+
+// meshedNamespace runs the sample app with sidecars.
+const meshedNamespace = "temperature-meshed"
+
+// TestMeshedSampleApp runs the sample app in a namespace labeled for the
+// Mesh: every pod gets its sidecar from the operator's webhook through the
+// real API server, the apps' probes stay green through the proxy, their
+// calls go through it, and a Job of the load generator completes.
+func TestMeshedSampleApp(t *testing.T) {
+	kubectl(t, "apply", "-f", filepath.Join(testenv.RepoRoot(), "config", "samples", "mesh_v1alpha1_mesh.yaml"))
+	kubectl(t, "wait", "mesh/default", "--for=condition=Ready", "--timeout=180s")
+	kubectl(t, "wait", "mesh/default", "--for=condition=InjectorReady", "--timeout=60s")
+	kubectlApply(t, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: "+meshedNamespace+"\n  labels:\n    trellis-injection: enabled\n")
+
+	// The sample app's manifests, moved to the meshed namespace.
+	var docs []string
+	for _, d := range strings.Split(kustomize(t, "test/sampleapp/manifests"), "\n---\n") {
+		if strings.Contains(d, "kind: Namespace") {
+			continue
+		}
+		docs = append(docs, strings.ReplaceAll(d, "namespace: temperature\n", "namespace: "+meshedNamespace+"\n"))
+	}
+	kubectlApply(t, strings.Join(docs, "\n---\n"))
+	for _, d := range []string{"temperature-api", "converter-v1", "converter-v2"} {
+		if out, err := kubectlErr("-n", meshedNamespace, "rollout", "status", "deployment/"+d, "--timeout=180s"); err != nil {
+			t.Log(kubectlErr("-n", meshedNamespace, "get", "pods", "-o", "wide"))
+			t.Log(kubectlErr("-n", meshedNamespace, "describe", "pods", "-l", "app="+strings.TrimSuffix(strings.TrimSuffix(d, "-v1"), "-v2")))
+			t.Log(kubectlErr("-n", meshedNamespace, "logs", "deployment/"+d, "-c", "trellis-proxy", "--tail=30"))
+			t.Fatalf("deployment %s not ready with its sidecar: %v %s", d, err, out)
+		}
+	}
+
+	// Every pod has the sidecar, running, and kubectl's default container is the app.
+	pods := kubectl(t, "-n", meshedNamespace, "get", "pods", "-l", "app=temperature-api", "-o",
+		`jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.metadata.annotations.kubectl\.kubernetes\.io/default-container} {range .status.initContainerStatuses[*]}{.name}={.started},{end}{"\n"}{end}`)
+	fields := strings.Fields(strings.SplitN(strings.TrimSpace(pods), "\n", 2)[0])
+	if len(fields) != 4 {
+		t.Fatalf("temperature-api pods: %q", pods)
+	}
+	podName, podIP, defaultContainer, inits := fields[0], fields[1], fields[2], fields[3]
+	if defaultContainer != "temperature-api" || !strings.Contains(inits, "trellis-init=false") || !strings.Contains(inits, "trellis-proxy=true") {
+		t.Errorf("pod %s: default container %q, init containers %q: want the app as default, trellis-init done and trellis-proxy started", podName, defaultContainer, inits)
+	}
+
+	t.Run("readiness probe stays green through the proxy", func(t *testing.T) {
+		time.Sleep(5 * time.Second) // several probe periods
+		ready := kubectl(t, "-n", meshedNamespace, "get", "pod", podName, "-o",
+			`jsonpath={range .status.containerStatuses[*]}{.name}={.ready}/{.restartCount} {end}`)
+		if strings.TrimSpace(ready) != "temperature-api=true/0" {
+			t.Errorf("app container status %q, want ready and never restarted", ready)
+		}
+	})
+
+	t.Run("logs and exec default to the app container", func(t *testing.T) {
+		logs, err := kubectlErr("-n", meshedNamespace, "logs", podName)
+		if err != nil || strings.Contains(logs, "Defaulted container") {
+			t.Errorf("kubectl logs without -c: %v %s", err, logs)
+		}
+		// The app's binary is only in the app's image: exec finds it only
+		// in the app's container.
+		out, _ := kubectlErr("-n", meshedNamespace, "exec", podName, "--", "/usr/local/bin/temperature-api", "-h")
+		if strings.Contains(out, "no such file") || strings.Contains(out, "not found") || strings.Contains(out, "Defaulted container") {
+			t.Errorf("kubectl exec without -c did not run in the app container: %s", out)
+		}
+	})
+
+	t.Run("a Job completes with its sidecar, calling the app through both proxies", func(t *testing.T) {
+		kubectl(t, "-n", meshedNamespace, "delete", "job", "loadgen", "--ignore-not-found", "--wait")
+		kubectl(t, "-n", meshedNamespace, "create", "job", "loadgen", "--image=ghcr.io/trellis-mesh/sample-loadgen:v0.1.0", "--",
+			"/usr/local/bin/loadgen", "--url=http://temperature-api:8080/temperature?city=Oslo&unit=F", "--rate=20", "--duration=3s")
+		if out, err := kubectlErr("-n", meshedNamespace, "wait", "job/loadgen", "--for=condition=Complete", "--timeout=120s"); err != nil {
+			t.Log(kubectlErr("-n", meshedNamespace, "describe", "job/loadgen"))
+			t.Log(kubectlErr("-n", meshedNamespace, "logs", "job/loadgen", "--all-containers"))
+			t.Fatalf("the meshed Job did not complete: %v %s", err, out)
+		}
+		logs := kubectl(t, "-n", meshedNamespace, "logs", "job/loadgen")
+		var res loadgenResult
+		line := strings.TrimSpace(logs[strings.LastIndex(strings.TrimSpace(logs), "\n")+1:])
+		if err := json.Unmarshal([]byte(line), &res); err != nil {
+			t.Fatalf("load generator output %q: %v", logs, err)
+		}
+		if res.Total < 40 || res.SuccessRate < 1 {
+			t.Errorf("%d requests, success rate %.3f: want at least 40, all successful", res.Total, res.SuccessRate)
+		}
+		jobPod := kubectl(t, "-n", meshedNamespace, "get", "pods", "-l", "job-name=loadgen", "-o", "jsonpath={.items[0].spec.initContainers[*].name}")
+		if !strings.Contains(jobPod, "trellis-proxy") {
+			t.Errorf("the Job's pod has init containers %q: it was not meshed", jobPod)
+		}
+	})
+
+	t.Run("the redirection is in the pod's network namespace, and used", func(t *testing.T) {
+		netns := podNetns(t, podIP)
+		chains := nftChains(t, netns)
+		for _, want := range []string{"prerouting", "output"} {
+			if !strings.Contains(chains, want) {
+				t.Errorf("pod %s's network namespace %s: table ip trellis has chains %q, want one hooked at %s", podName, netns, chains, want)
+			}
+		}
+		// The app called the converter through the proxy's outbound port,
+		// and the kubelet's probes reached the app through the admin port.
+		metrics := httpGet(t, "http://"+podIP+":15020/metrics")
+		if n := metricSum(metrics, `trellis_proxy_tcp_connections_opened_total\{[^}]*direction="outbound"[^}]*\}`); n < 1 {
+			t.Errorf("the proxy counted %v outbound connections, want the app's calls to the converter:\n%s", n, grepLines(metrics, "trellis_proxy"))
+		}
+	})
+
+	t.Run("the Mesh counts its pods", func(t *testing.T) {
+		if out, err := kubectlErr("wait", "mesh/default", "--for=jsonpath={.status.meshedPods}=3", "--timeout=60s"); err != nil {
+			t.Errorf("Mesh status does not count the 3 running meshed pods: %v %s %s", err, out,
+				kubectl(t, "get", "mesh", "default", "-o", "jsonpath={.status}"))
+		}
+	})
+}
+
+// podNetns finds the network namespace, under /var/run/netns where the CNI
+// plugins put them, that holds ip.
+func podNetns(t *testing.T, ip string) string {
+	t.Helper()
+	entries, err := os.ReadDir("/var/run/netns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		out, err := exec.Command("ip", "netns", "exec", e.Name(), "ip", "-o", "-4", "addr", "show").Output()
+		if err == nil && strings.Contains(string(out), " "+ip+"/") {
+			return filepath.Join("/var/run/netns", e.Name())
+		}
+	}
+	t.Fatalf("no network namespace under /var/run/netns has %s", ip)
+	return ""
+}
+
+// nftChains lists the chains of table ip trellis in the network namespace
+// at path, with their hooks, read over netlink.
+func nftChains(t *testing.T, path string) string {
+	t.Helper()
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = unix.Close(fd) }()
+	conn, err := nftables.New(nftables.WithNetNSFd(fd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chains, err := conn.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, c := range chains {
+		if c.Table.Name != "trellis" {
+			continue
+		}
+		rules, err := conn.GetRules(c.Table, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hook := "none"
+		if c.Hooknum != nil {
+			hook = map[nftables.ChainHook]string{*nftables.ChainHookPrerouting: "prerouting", *nftables.ChainHookOutput: "output"}[*c.Hooknum]
+		}
+		if len(rules) > 0 {
+			fmt.Fprintf(&b, "%s(%s, %d rules) ", c.Name, hook, len(rules))
+		}
+	}
+	return b.String()
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// metricSum adds the values of the Prometheus text lines matching series.
+func metricSum(text, series string) float64 {
+	re := regexp.MustCompile(`(?m)^` + series + ` ([0-9.e+]+)$`)
+	var sum float64
+	for _, m := range re.FindAllStringSubmatch(text, -1) {
+		v, _ := strconv.ParseFloat(m[1], 64)
+		sum += v
+	}
+	return sum
+}
+
+func grepLines(text, substr string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
