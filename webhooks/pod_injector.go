@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
@@ -108,13 +111,55 @@ func (in *PodInjector) handle(ctx context.Context, req admission.Request) (admis
 		}
 		return resp, "skipped"
 	}
-	patched, err := json.Marshal(out)
+	patches, err := injectionPatch(pod, out)
 	if err != nil {
 		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("encoding the injected pod: %w", err)), "error"
 	}
-	resp := admission.PatchResponseFromRaw(req.Object.Raw, patched)
+	resp := admission.Patched("", patches...)
 	logger.V(1).Info("injected", "mesh", name, "added", report.Added)
 	return resp.WithWarnings(report.Warnings...), "injected"
+}
+
+// injectionPatch is the JSON patch from pod to out: one operation per part
+// that Inject changes, each replacing that part whole. Diffing the two
+// documents (admission.PatchResponseFromRaw) gives the same result at about
+// three times the cost, and the injector's budget is 2 ms an admission.
+func injectionPatch(pod, out *corev1.Pod) ([]jsonpatch.JsonPatchOperation, error) {
+	parts := []struct {
+		path    string
+		value   any
+		changed bool
+	}{
+		{"/metadata/labels", out.Labels, !maps.Equal(pod.Labels, out.Labels)},
+		{"/metadata/annotations", out.Annotations, !maps.Equal(pod.Annotations, out.Annotations)},
+		{"/spec/serviceAccountName", out.Spec.ServiceAccountName, pod.Spec.ServiceAccountName != out.Spec.ServiceAccountName},
+		{"/spec/initContainers", out.Spec.InitContainers, !equality.Semantic.DeepEqual(pod.Spec.InitContainers, out.Spec.InitContainers)},
+		{"/spec/containers", out.Spec.Containers, !equality.Semantic.DeepEqual(pod.Spec.Containers, out.Spec.Containers)},
+		{"/spec/volumes", out.Spec.Volumes, !equality.Semantic.DeepEqual(pod.Spec.Volumes, out.Spec.Volumes)},
+	}
+	var ops []jsonpatch.JsonPatchOperation
+	for _, p := range parts {
+		if !p.changed {
+			continue
+		}
+		v, err := json.Marshal(p.value)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p.path, err)
+		}
+		// "add" sets an object member whether or not it exists (RFC 6902).
+		ops = append(ops, jsonpatch.JsonPatchOperation{Operation: "add", Path: p.path, Value: json.RawMessage(v)})
+	}
+	// Inject changes nothing else; if it ever does, this fails loudly
+	// rather than admitting a pod without it.
+	rest, restOut := pod.DeepCopy(), out.DeepCopy()
+	for _, q := range []*corev1.Pod{rest, restOut} {
+		q.Labels, q.Annotations, q.Spec.ServiceAccountName = nil, nil, ""
+		q.Spec.InitContainers, q.Spec.Containers, q.Spec.Volumes = nil, nil, nil
+	}
+	if !equality.Semantic.DeepEqual(rest, restOut) {
+		return nil, fmt.Errorf("the injected pod differs in a field the patch does not carry")
+	}
+	return ops, nil
 }
 
 func (in *PodInjector) namespace(ctx context.Context, name string) (*corev1.Namespace, error) {
