@@ -72,7 +72,7 @@ func parseCIDR(s string) (netip.Prefix, bool) {
 	if p, err := netip.ParsePrefix(s); err == nil {
 		return p.Masked(), true
 	}
-	// A bare address is a network of one; a zone means nothing to iptables.
+	// A bare address is a network of one; a zone means nothing to netfilter.
 	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
 		return netip.PrefixFrom(a, a.BitLen()), true
 	}

@@ -13,9 +13,8 @@ const (
 	// TrustBundleVolumeName holds the mesh's roots; it has the name of the
 	// ConfigMap it mounts.
 	TrustBundleVolumeName = trustBundleName
-	// TmpVolumeName is the proxy's writable scratch space (its root
-	// filesystem is read-only) and trellis-init's /run, where iptables keeps
-	// its lock file.
+	// TmpVolumeName is the proxy's writable scratch space: its root
+	// filesystem is read-only.
 	TmpVolumeName = "trellis-tmp"
 
 	// TokenDir is where the proxy finds its token, in the file named TokenFile.

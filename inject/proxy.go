@@ -50,11 +50,9 @@ func initContainer(p params) corev1.Container {
 				corev1.ResourceMemory: resource.MustParse("50Mi"),
 			},
 		},
-		// iptables takes its lock in /run, and the root filesystem is
-		// read-only (Linkerd's proxy-init mounts an emptyDir there too).
-		VolumeMounts: []corev1.VolumeMount{{Name: TmpVolumeName, MountPath: "/run"}},
-		// Root with NET_ADMIN and NET_RAW, to write the pod's iptables
-		// rules; nothing else.
+		// Root with NET_ADMIN and NET_RAW, to write the pod's netfilter
+		// rules (nftables, over netlink: no iptables binary, no lock file,
+		// so nothing to write on the read-only root); nothing else.
 		SecurityContext: &corev1.SecurityContext{
 			Capabilities: &corev1.Capabilities{
 				Add:  []corev1.Capability{"NET_ADMIN", "NET_RAW"},
