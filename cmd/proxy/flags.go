@@ -16,7 +16,7 @@ import (
 func newFlagSet(name, synopsis string) *flag.FlagSet {
 	fs := flag.NewFlagSet("proxy "+name, flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: proxy %s [flags]\n\n%s\n\nFlags:\n", name, synopsis)
+		_, _ = fmt.Fprintf(fs.Output(), "Usage: proxy %s [flags]\n\n%s\n\nFlags:\n", name, synopsis)
 		fs.PrintDefaults()
 	}
 	return fs
@@ -37,7 +37,7 @@ func parse(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) error {
 		err = fmt.Errorf("unexpected argument %q: this subcommand takes only flags", fs.Arg(0))
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\nRun \"%s -h\" for its flags.\n", fs.Name(), err, fs.Name())
+		_, _ = fmt.Fprintf(stderr, "%s: %v\nRun \"%s -h\" for its flags.\n", fs.Name(), err, fs.Name())
 	}
 	return err
 }

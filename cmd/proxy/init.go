@@ -60,29 +60,29 @@ func initCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	plan, err := redirect.NewPlan(f.cfg)
 	if err != nil {
-		fmt.Fprintf(stderr, "proxy init: %v\n", err)
+		_, _ = fmt.Fprintf(stderr, "proxy init: %v\n", err)
 		return exitUsage
 	}
 	if f.dryRun {
-		fmt.Fprint(stdout, plan)
+		_, _ = fmt.Fprint(stdout, plan)
 		return 0
 	}
 	conn, err := nftables.New()
 	if err != nil {
-		fmt.Fprintf(stderr, "proxy init: opening netlink: %v\n", err)
+		_, _ = fmt.Fprintf(stderr, "proxy init: opening netlink: %v\n", err)
 		return exitFailure
 	}
 	apply := func(p redirect.Plan) error { return redirect.Apply(conn, p) }
 	written, note, err := install(plan, apply, podHasIPv6)
 	if err != nil {
-		fmt.Fprintf(stderr, "proxy init: %v\n", err)
+		_, _ = fmt.Fprintf(stderr, "proxy init: %v\n", err)
 		return exitFailure
 	}
 	for _, line := range written.Summary() {
-		fmt.Fprintln(stdout, line)
+		_, _ = fmt.Fprintln(stdout, line)
 	}
 	if note != "" {
-		fmt.Fprintln(stdout, note)
+		_, _ = fmt.Fprintln(stdout, note)
 	}
 	return 0
 }

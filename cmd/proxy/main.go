@@ -44,7 +44,7 @@ const (
 // cli runs the subcommand that args name and returns the exit code.
 func cli(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		_, _ = fmt.Fprint(stderr, usage)
 		return exitUsage
 	}
 	switch sub, rest := args[0], args[1:]; sub {
@@ -55,13 +55,13 @@ func cli(args []string, stdout, stderr io.Writer) int {
 	case "wait-ready":
 		return waitReadyCmd(rest, stdout, stderr)
 	case "version":
-		fmt.Fprintln(stdout, version.Version)
+		_, _ = fmt.Fprintln(stdout, version.Version)
 		return 0
 	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, usage)
+		_, _ = fmt.Fprint(stdout, usage)
 		return 0
 	default:
-		fmt.Fprintf(stderr, "proxy: unknown subcommand %q\n\n%s", sub, usage)
+		_, _ = fmt.Fprintf(stderr, "proxy: unknown subcommand %q\n\n%s", sub, usage)
 		return exitUsage
 	}
 }

@@ -35,17 +35,17 @@ func TestMain(m *testing.M) {
 	code := func() int {
 		dir, err := os.MkdirTemp("", "trellis-proxy-test-")
 		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
+			_, _ = fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
 		defer func() { _ = os.RemoveAll(dir) }()
 		if err := os.Chmod(dir, 0o755); err != nil {
-			fmt.Fprintln(os.Stderr, err)
+			_, _ = fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
 		binary = filepath.Join(dir, "proxy")
 		if err := copyExecutable(binary); err != nil {
-			fmt.Fprintln(os.Stderr, err)
+			_, _ = fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
 		return m.Run()

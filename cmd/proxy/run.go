@@ -69,7 +69,7 @@ func parseRunFlags(args []string, getenv func(string) string, stdout, stderr io.
 		return runConfig{}, err
 	}
 	if err := c.loadEnv(getenv); err != nil {
-		fmt.Fprintf(stderr, "proxy run: %v\n", err)
+		_, _ = fmt.Fprintf(stderr, "proxy run: %v\n", err)
 		return runConfig{}, err
 	}
 	return c, nil

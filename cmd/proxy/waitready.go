@@ -30,10 +30,10 @@ func waitReadyCmd(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	if err := waitReady(ctx, *url); err != nil {
-		fmt.Fprintf(stderr, "proxy wait-ready: %s did not answer 200 within %v; last: %v\n", *url, *timeout, err)
+		_, _ = fmt.Fprintf(stderr, "proxy wait-ready: %s did not answer 200 within %v; last: %v\n", *url, *timeout, err)
 		return exitFailure
 	}
-	fmt.Fprintf(stdout, "proxy wait-ready: %s answered 200\n", *url)
+	_, _ = fmt.Fprintf(stdout, "proxy wait-ready: %s answered 200\n", *url)
 	return 0
 }
 

@@ -41,7 +41,7 @@ Run 'trellisctl <command> -h' for a command's flags.
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprint(os.Stderr, usage)
+		_, _ = fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
 	var err error
@@ -53,11 +53,11 @@ func main() {
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 	default:
-		fmt.Fprintf(os.Stderr, "trellisctl: unknown command %q\n\n%s", os.Args[1], usage)
+		_, _ = fmt.Fprintf(os.Stderr, "trellisctl: unknown command %q\n\n%s", os.Args[1], usage)
 		os.Exit(2)
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "trellisctl:", err)
+		_, _ = fmt.Fprintln(os.Stderr, "trellisctl:", err)
 		os.Exit(1)
 	}
 }

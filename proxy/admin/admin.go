@@ -85,7 +85,7 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("GET /ready", s.ready)
 	s.mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
 		// Serving this at all is the proof of life.
-		fmt.Fprintln(w, "live")
+		_, _ = fmt.Fprintln(w, "live")
 	})
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET "+inject.AppHealthPathPrefix+"{key...}", s.appHealth)
@@ -116,7 +116,7 @@ func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "not ready: "+reason, http.StatusServiceUnavailable)
 		return
 	}
-	fmt.Fprintln(w, "ready")
+	_, _ = fmt.Fprintln(w, "ready")
 }
 
 // appHealth runs the app probe that the path names, within the kubelet's
@@ -143,7 +143,7 @@ func (s *Server) appHealth(w http.ResponseWriter, r *http.Request) {
 	}
 	p.success.Inc()
 	s.log.Debug("app probe passed", "probe", key, "result", seen)
-	fmt.Fprintln(w, seen)
+	_, _ = fmt.Fprintln(w, seen)
 }
 
 // shutdownHandler drains the proxy. Only processes in the pod may ask:
@@ -157,5 +157,5 @@ func (s *Server) shutdownHandler(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("shutting down, as asked on /shutdown", "remote", r.RemoteAddr)
 	s.shutdownOnce.Do(s.shutdown)
 	w.WriteHeader(http.StatusAccepted)
-	fmt.Fprintln(w, "shutting down")
+	_, _ = fmt.Fprintln(w, "shutting down")
 }

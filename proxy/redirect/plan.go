@@ -267,15 +267,15 @@ func (p Plan) Only(f Family) Plan {
 func (p Plan) String() string {
 	var b strings.Builder
 	for _, t := range p.Tables {
-		fmt.Fprintf(&b, "table %s %s {\n", t.Family, TableName)
+		_, _ = fmt.Fprintf(&b, "table %s %s {\n", t.Family, TableName)
 		for i, c := range t.Chains {
 			if i > 0 {
 				b.WriteString("\n")
 			}
-			fmt.Fprintf(&b, "\tchain %s {\n", c.Name())
-			fmt.Fprintf(&b, "\t\ttype nat hook %s priority %d; policy accept;\n", c.Hook, c.Priority)
+			_, _ = fmt.Fprintf(&b, "\tchain %s {\n", c.Name())
+			_, _ = fmt.Fprintf(&b, "\t\ttype nat hook %s priority %d; policy accept;\n", c.Hook, c.Priority)
 			for _, r := range c.Rules {
-				fmt.Fprintf(&b, "\t\t%s\n", r)
+				_, _ = fmt.Fprintf(&b, "\t\t%s\n", r)
 			}
 			b.WriteString("\t}\n")
 		}
