@@ -25,17 +25,23 @@ k apply -f config/samples/mesh_v1alpha1_mesh.yaml
 k wait mesh/default --for=condition=Ready --timeout=180s
 k get mesh
 
-step "deploying the sample app in namespace temperature, labeled for the mesh"
-bin/kustomize build test/sampleapp/manifests | k apply --server-side -f - >/dev/null
+step "labeling namespace temperature for the mesh, then deploying the sample app in it"
+k create namespace temperature --dry-run=client -o yaml | k apply -f - >/dev/null
 k label namespace temperature trellis-injection=enabled --overwrite
+bin/kustomize build test/sampleapp/manifests | k apply --server-side -f - >/dev/null
 for d in temperature-api converter-v1 converter-v2; do k -n temperature rollout status deployment/$d --timeout=180s; done
 
-step "kubectl get pods -A"
+step "kubectl get pods -A: the app's pods have their sidecar (2/2 with the native sidecar init container)"
 k get pods -A -o wide
+k -n temperature get pods -o custom-columns='POD:.metadata.name,INIT CONTAINERS:.spec.initContainers[*].name,CONTAINERS:.spec.containers[*].name'
 
 step "a request to the temperature API's Service (through the API server's service proxy)"
 k get --raw '/api/v1/namespaces/temperature/services/temperature-api:http/proxy/temperature?city=Oslo&unit=F'
 echo
+
+step "the temperature API's proxy counted its calls to the converter (its admin port, 15020)"
+pod=$(k -n temperature get pods -l app=temperature-api -o jsonpath='{.items[0].metadata.name}')
+k get --raw "/api/v1/namespaces/temperature/pods/$pod:15020/proxy/metrics" | grep '^trellis_proxy_tcp_connections_opened_total' || true
 
 cat <<MSG
 
@@ -46,8 +52,12 @@ Trellis is running. Try:
   kubectl get mesh default -o yaml              # conditions, CA expiry, control plane
   kubectl -n trellis-system get all             # what the operator made
   kubectl -n temperature get configmap trellis-ca-bundle   # the trust bundle in a meshed namespace
+  kubectl -n temperature logs deploy/temperature-api -c trellis-proxy   # the sidecar's log
+  kubectl get mutatingwebhookconfiguration trellis-sidecar-injector-default -o yaml
+  go run ./cmd/trellisctl inject -f test/sampleapp/manifests/converter.yaml   # offline injection
   kubectl apply -f - <<<'{"apiVersion":"mesh.trellis.dev/v1alpha1","kind":"Mesh","metadata":{"name":"x"},"spec":{"namespace":"trellis-system"}}'
 
-Sidecar injection is not built yet: restarting the app's pods gives them no proxy.
+The sidecars forward TCP transparently and relay the apps' probes; mTLS,
+load balancing and traffic policy are the open issues.
 When you are done: make cluster-down   (undoes everything it changed on this machine)
 MSG

@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -44,10 +45,10 @@ func TestInvalidMeshRefused(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "present", Namespace: "trellis-cm-ok"},
 		Spec:       cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{SelfSigned: &cmapi.SelfSignedIssuer{}}},
 	}
-	if err := k8sClient.Create(testCtx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: issuer.Namespace}}); err != nil {
+	if err := k8sClient.Create(testCtx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: issuer.Namespace}}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	if err := k8sClient.Create(testCtx, issuer); err != nil {
+	if err := k8sClient.Create(testCtx, issuer); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
 
@@ -181,12 +182,7 @@ func TestImmutableFields(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			cur := &meshv1.Mesh{}
-			if err := k8sClient.Get(testCtx, client.ObjectKeyFromObject(m), cur); err != nil {
-				t.Fatal(err)
-			}
-			tc.mutate(cur)
-			err := k8sClient.Update(testCtx, cur)
+			err := updateMesh(m, tc.mutate)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("update error %v, want one containing %q", err, tc.want)
 			}
@@ -194,15 +190,25 @@ func TestImmutableFields(t *testing.T) {
 	}
 
 	t.Run("other fields may change", func(t *testing.T) {
-		cur := &meshv1.Mesh{}
-		if err := k8sClient.Get(testCtx, client.ObjectKeyFromObject(m), cur); err != nil {
-			t.Fatal(err)
-		}
-		cur.Spec.ControlPlane.Replicas = ptr.To[int32](3)
-		cur.Spec.MTLS.Mode = meshv1.MTLSModeStrict
-		if err := k8sClient.Update(testCtx, cur); err != nil {
+		if err := updateMesh(m, func(cur *meshv1.Mesh) {
+			cur.Spec.ControlPlane.Replicas = ptr.To[int32](3)
+			cur.Spec.MTLS.Mode = meshv1.MTLSModeStrict
+		}); err != nil {
 			t.Errorf("update refused: %v", err)
 		}
+	})
+}
+
+// updateMesh reads m, changes it and writes it back, again when the
+// operator, which runs in these tests, wrote it in between.
+func updateMesh(m *meshv1.Mesh, mutate func(*meshv1.Mesh)) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur := &meshv1.Mesh{}
+		if err := k8sClient.Get(testCtx, client.ObjectKeyFromObject(m), cur); err != nil {
+			return err
+		}
+		mutate(cur)
+		return k8sClient.Update(testCtx, cur)
 	})
 }
 

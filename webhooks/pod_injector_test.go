@@ -58,9 +58,11 @@ func namespace(t testing.TB, name string, labels map[string]string) {
 	}
 }
 
-func appPod(namespace, name string) *corev1.Pod {
+// appPod is a pod with an HTTP readiness probe; its name is generated from
+// prefix, so that tests can run again against the same API server.
+func appPod(namespace, prefix string) *corev1.Pod {
 	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, Labels: map[string]string{"app": "shop"}},
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, GenerateName: prefix + "-", Labels: map[string]string{"app": "shop"}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{
 			Name: "app", Image: "shop:1",
 			Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
@@ -84,7 +86,7 @@ func TestDeploymentPodsInLabeledNamespaceAreInjected(t *testing.T) {
 	namespace(t, "shop", map[string]string{meshv1.InjectionLabel: "enabled"})
 
 	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", GenerateName: "web-"},
 		Spec: appsv1.DeploymentSpec{
 			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "shop"}},
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "shop"}}, Spec: appPod("", "").Spec},
@@ -94,7 +96,7 @@ func TestDeploymentPodsInLabeledNamespaceAreInjected(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs := &appsv1.ReplicaSet{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-7d4b9",
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", GenerateName: dep.Name + "-",
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: dep.Name, UID: dep.UID, Controller: ptr.To(true)}}},
 		Spec: appsv1.ReplicaSetSpec{Selector: dep.Spec.Selector, Template: dep.Spec.Template},
 	}
@@ -248,11 +250,11 @@ func TestSkippedPodIsAdmittedWithAWarningAndAnEvent(t *testing.T) {
 			return err
 		}
 		for _, e := range evs.Items {
-			if e.Reason == "InjectionSkipped" && e.Regarding.Name == "node-agent" && strings.Contains(e.Note, "HostNetwork") {
+			if e.Reason == "InjectionSkipped" && (e.Regarding.Name == p.GenerateName || e.Regarding.Name == p.Name) && strings.Contains(e.Note, "HostNetwork") {
 				return nil
 			}
 		}
-		return fmt.Errorf("%d events, none InjectionSkipped for node-agent", len(evs.Items))
+		return fmt.Errorf("%d events, none InjectionSkipped for %s", len(evs.Items), p.GenerateName)
 	})
 }
 
