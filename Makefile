@@ -176,16 +176,16 @@ kustomize:
 golangci-lint:
 	@hack/go-install-tool.sh $(GOLANGCI_LINT) github.com/golangci/golangci-lint/v2/cmd/golangci-lint $(GOLANGCI_LINT_VERSION)
 
-##@ Sample app
+##@ Protocol buffers
 
 .PHONY: proto
-proto: ## Regenerate the sample app's protobuf and gRPC code (test/sampleapp) with pinned buf and plugins.
+proto: ## Regenerate the control plane API's and the sample app's protobuf and gRPC code with pinned buf and plugins.
 	hack/proto.sh
 
 .PHONY: verify-proto
-verify-proto: proto ## Fail when the sample app's committed generated code is stale.
-	@if [ -n "$$(git status --porcelain -- test/sampleapp)" ]; then \
-		echo "test/sampleapp has changes after 'make proto': the generated code is stale or not committed. Run 'make proto' and commit the result." >&2; \
-		git status --porcelain -- test/sampleapp >&2; git --no-pager diff --stat -- test/sampleapp >&2; exit 1; \
+verify-proto: proto ## Fail when committed generated protobuf code is stale.
+	@if [ -n "$$(git status --porcelain -- proto test/sampleapp)" ]; then \
+		echo "proto/ or test/sampleapp has changes after 'make proto': the generated code is stale or not committed. Run 'make proto' and commit the result." >&2; \
+		git status --porcelain -- proto test/sampleapp >&2; git --no-pager diff --stat -- proto test/sampleapp >&2; exit 1; \
 	fi
-	@echo "sample app generated code is up to date"
+	@echo "generated protobuf code is up to date"

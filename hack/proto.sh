@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# proto.sh: regenerate the sample app's protobuf and gRPC code
-# (test/sampleapp/**/*.pb.go) from its .proto files.
+# proto.sh: regenerate the protobuf and gRPC code of the proxy <-> control
+# plane API (proto/**/*.pb.go) and of the sample app (test/sampleapp/**/*.pb.go)
+# from their .proto files.
 #
 # buf and the two protoc plugins are pure Go, built once from the Go module
 # proxy at the versions pinned here (hack/go-install-tool.sh caches them under
@@ -21,5 +22,6 @@ hack/go-install-tool.sh "$bin/protoc-gen-go" google.golang.org/protobuf/cmd/prot
 hack/go-install-tool.sh "$bin/protoc-gen-go-grpc" google.golang.org/grpc/cmd/protoc-gen-go-grpc "$PROTOC_GEN_GO_GRPC_VERSION"
 hack/go-install-tool.sh "$bin/buf" github.com/bufbuild/buf/cmd/buf "$BUF_VERSION"
 
-cd "$root/test/sampleapp"
-PATH="$bin:$PATH" "$bin/buf" generate
+for module in proto test/sampleapp; do
+  (cd "$root/$module" && PATH="$bin:$PATH" "$bin/buf" lint && PATH="$bin:$PATH" "$bin/buf" generate)
+done
