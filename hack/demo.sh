@@ -36,7 +36,12 @@ k get pods -A -o wide
 k -n temperature get pods -o custom-columns='POD:.metadata.name,INIT CONTAINERS:.spec.initContainers[*].name,CONTAINERS:.spec.containers[*].name'
 
 step "a request to the temperature API's Service (through the API server's service proxy)"
-k get --raw '/api/v1/namespaces/temperature/services/temperature-api:http/proxy/temperature?city=Oslo&unit=F'
+# The Service's endpoints can trail the rollout by a moment: a few tries.
+for i in $(seq 10); do
+  if k get --raw '/api/v1/namespaces/temperature/services/temperature-api:http/proxy/temperature?city=Oslo&unit=F'; then break; fi
+  [ "$i" -lt 10 ] || exit 1
+  sleep 1
+done
 echo
 
 step "the temperature API's proxy counted its calls to the converter (its admin port, 15020)"
