@@ -58,3 +58,30 @@ const (
 	// DataPlaneOutdatedReason: some meshed pods run another proxy version.
 	DataPlaneOutdatedReason = "Outdated"
 )
+
+// Condition type of TrafficPolicies and AuthorizationPolicies.
+const (
+	// AcceptedCondition is True when the control plane has accepted a policy
+	// and sends it to the proxies that enforce it.
+	AcceptedCondition = "Accepted"
+)
+
+// Reasons of the Accepted condition of TrafficPolicies and
+// AuthorizationPolicies. The message names the objects and fields concerned.
+const (
+	// PolicyAcceptedReason: the policy is in force for everything it targets or selects.
+	PolicyAcceptedReason = "Accepted"
+	// PolicyTargetNotFoundReason: a Service named in a TrafficPolicy's
+	// spec.targetRefs does not exist. The policy applies to the targets that do.
+	PolicyTargetNotFoundReason = "TargetNotFound"
+	// PolicyConflictedReason: an older TrafficPolicy already targets a
+	// Service that this one targets, and stays in force for it; the message
+	// names the Service and the other policy. This policy applies to its
+	// other targets.
+	PolicyConflictedReason = "Conflicted"
+	// PolicyInvalidReason: the control plane cannot compile an
+	// AuthorizationPolicy that the API server accepted, such as one whose
+	// selector has a malformed label value. The policy fails closed until
+	// it is fixed (see AuthorizationPolicyStatus).
+	PolicyInvalidReason = "Invalid"
+)

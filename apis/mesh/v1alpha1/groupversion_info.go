@@ -18,7 +18,11 @@ var (
 )
 
 func addKnownTypes(s *runtime.Scheme) error {
-	s.AddKnownTypes(GroupVersion, &Mesh{}, &MeshList{})
+	s.AddKnownTypes(GroupVersion,
+		&Mesh{}, &MeshList{},
+		&TrafficPolicy{}, &TrafficPolicyList{},
+		&AuthorizationPolicy{}, &AuthorizationPolicyList{},
+	)
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }
