@@ -1,7 +1,9 @@
 // Package ca owns the certificate authority of a Trellis mesh: it creates and
 // rotates the builtin root and issuer, accepts an issuer written by
 // cert-manager instead, keeps an old root in the trust bundle until nothing it
-// signed can still be valid, and signs workload certificates.
+// signed can still be valid, checks workload certificate requests against
+// the mesh's policy, and signs workload certificates and the control plane's
+// serving certificate.
 //
 // It is pure so that every CA decision can be tested exhaustively and replayed:
 // it must not talk to Kubernetes, do any I/O, read the clock or use randomness

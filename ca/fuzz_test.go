@@ -2,7 +2,11 @@ package ca
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/x509"
 	"maps"
+	"net/url"
 	"testing"
 )
 
@@ -102,6 +106,35 @@ func FuzzEnsureBuiltin(f *testing.F) {
 		checkBuiltinData(t, res, td, now)
 		if len(res.Actions) == 0 && !maps.EqualFunc(res.Data, in, bytes.Equal) {
 			t.Fatal("data changed without an action")
+		}
+	})
+}
+
+// FuzzCheckWorkloadCSR feeds the control plane's CSR check what a proxy,
+// or anyone who reaches the port, could send.
+func FuzzCheckWorkloadCSR(f *testing.F) {
+	key := newECKey(f)
+	f.Add(csrDER(f, key, &x509.CertificateRequest{URIs: []*url.URL{mustURL(f, "spiffe://cluster.local/ns/a/sa/b")}}))
+	f.Add(csrDER(f, key, &x509.CertificateRequest{DNSNames: []string{"x"}, URIs: []*url.URL{mustURL(f, "spiffe://cluster.local/ns/a/sa/b")}}))
+	f.Add(csrDER(f, rsaKey(), &x509.CertificateRequest{}))
+	f.Add([]byte{0x30, 0x03, 0x02, 0x01, 0x00})
+	f.Fuzz(func(t *testing.T, der []byte) {
+		csr, id, err := CheckWorkloadCSR(der, td)
+		if err != nil {
+			return
+		}
+		gotTD, _, _, err := ParseSPIFFEID(id)
+		if err != nil || gotTD != td {
+			t.Fatalf("accepted ID %q (%v) outside trust domain %s", id, err, td)
+		}
+		if len(csr.URIs) != 1 || len(csr.DNSNames)+len(csr.IPAddresses)+len(csr.EmailAddresses) != 0 {
+			t.Fatal("accepted a CSR with other SANs")
+		}
+		if k, ok := csr.PublicKey.(*ecdsa.PublicKey); !ok || k.Curve != elliptic.P256() {
+			t.Fatalf("accepted a %T key", csr.PublicKey)
+		}
+		if csr.CheckSignature() != nil {
+			t.Fatal("accepted a bad signature")
 		}
 	})
 }

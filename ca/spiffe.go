@@ -107,3 +107,22 @@ func spiffeTrustDomains(c *x509.Certificate) []string {
 func isLower(c byte) bool { return 'a' <= c && c <= 'z' }
 func isUpper(c byte) bool { return 'A' <= c && c <= 'Z' }
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// ParseSPIFFEID splits a workload SPIFFE ID of the form SPIFFEID builds,
+// spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>, into its parts.
+// Anything else is an error: another path shape, percent-encoding, a port,
+// user info, a query or a fragment. So a certificate's URI SAN names a
+// ServiceAccount only when it parses here and SPIFFEID would build it back.
+func ParseSPIFFEID(id string) (trustDomain, namespace, serviceAccount string, err error) {
+	_, td, err := parseWorkloadID(id)
+	if err != nil {
+		return "", "", "", err
+	}
+	// parseWorkloadID validated every segment, so the ID is exactly
+	// td + "/" + path with no escapes.
+	segs := strings.Split(strings.TrimPrefix(id, spiffeScheme+td+"/"), "/")
+	if len(segs) != 4 || segs[0] != "ns" || segs[2] != "sa" {
+		return "", "", "", fmt.Errorf("SPIFFE ID %q does not name a ServiceAccount: want spiffe://%s/ns/<namespace>/sa/<service account>", id, td)
+	}
+	return td, segs[1], segs[3], nil
+}

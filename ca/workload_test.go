@@ -230,3 +230,110 @@ func TestSPIFFEID(t *testing.T) {
 		})
 	}
 }
+
+func TestSignWorkloadKey(t *testing.T) {
+	const id = "spiffe://cluster.local/ns/shop/sa/web"
+	root := mustRoot(t, 0, now.Add(-day))
+	iss := mustIssuer(t, root, 0, now.Add(-time.Hour))
+	ending := issue(t, func() *x509.Certificate {
+		c := caTemplate("ending", now.Add(-day), now.Add(2*time.Hour))
+		c.URIs = iss.Cert.URIs
+		return c
+	}(), root, nil)
+	pub := newECKey(t).Public()
+
+	tests := map[string]struct {
+		issuer       *KeyPair
+		pub          crypto.PublicKey
+		id           string
+		ttl          time.Duration
+		at           time.Time
+		wantNotAfter time.Time
+		wantErr      string
+	}{
+		"ttl honoured":               {issuer: iss, pub: pub, id: id, ttl: 6 * time.Hour, at: now, wantNotAfter: now.Add(6 * time.Hour)},
+		"zero ttl is the default":    {issuer: iss, pub: pub, id: id, at: now, wantNotAfter: now.Add(DefaultWorkloadValidity)},
+		"clamped to the issuer":      {issuer: ending, pub: pub, id: id, ttl: day, at: now, wantNotAfter: ending.Cert.NotAfter},
+		"issuer expired":             {issuer: ending, pub: pub, id: id, ttl: day, at: ending.Cert.NotAfter, wantErr: `issuer CA "ending" expired`},
+		"no key":                     {issuer: iss, pub: nil, id: id, ttl: day, at: now, wantErr: "no public key"},
+		"trust domain of another CA": {issuer: iss, pub: pub, id: "spiffe://other.example/ns/a/sa/b", at: now, wantErr: `is in trust domain "other.example"`},
+		"negative ttl":               {issuer: iss, pub: pub, id: id, ttl: -time.Minute, at: now, wantErr: "workload certificate TTL is -1m0s"},
+		"not an ID":                  {issuer: iss, pub: pub, id: "web", at: now, wantErr: "does not start with spiffe://"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			leaf, err := SignWorkloadKey(tc.issuer, tc.pub, tc.id, tc.ttl, tc.at)
+			checkErr(t, err, tc.wantErr)
+			if err != nil {
+				return
+			}
+			if !leaf.NotAfter.Equal(tc.wantNotAfter) {
+				t.Errorf("NotAfter %v, want %v", leaf.NotAfter, tc.wantNotAfter)
+			}
+			if len(leaf.URIs) != 1 || leaf.URIs[0].String() != tc.id {
+				t.Errorf("URIs %v, want [%s]", leaf.URIs, tc.id)
+			}
+			if err := leaf.CheckSignatureFrom(tc.issuer.Cert); err != nil {
+				t.Errorf("not signed by the issuer: %v", err)
+			}
+		})
+	}
+}
+
+func TestSignServing(t *testing.T) {
+	// A cert-manager style chain root -> inter -> issuer, so IssuerChain has
+	// an intermediate to keep and a root to drop.
+	root := issue(t, caTemplate("root", now.Add(-day), now.Add(3650*day)), nil, nil)
+	inter := issue(t, caTemplate("inter", now.Add(-day), now.Add(365*day)), root, nil)
+	iss := issue(t, caTemplate("issuer", now.Add(-day), now.Add(90*day)), inter, nil)
+	names := []string{"trellis-controlplane", "trellis-controlplane.trellis-system.svc"}
+	key := newECKey(t)
+
+	tests := map[string]struct {
+		names        []string
+		ttl          time.Duration
+		at           time.Time
+		wantNotAfter time.Time
+		wantErr      string
+	}{
+		"an hour":                 {names: names, ttl: time.Hour, at: now, wantNotAfter: now.Add(time.Hour)},
+		"clamped to the issuer":   {names: names, ttl: 365 * day, at: now, wantNotAfter: iss.Cert.NotAfter},
+		"no names":                {ttl: time.Hour, at: now, wantErr: "at least one DNS name"},
+		"a URL is not a DNS name": {names: []string{"https://x"}, ttl: time.Hour, at: now, wantErr: `DNS name "https://x" is not a host name`},
+		"zero ttl":                {names: names, at: now, wantErr: "serving certificate TTL is 0s"},
+		"issuer expired":          {names: names, ttl: time.Hour, at: iss.Cert.NotAfter, wantErr: `issuer CA "issuer" expired`},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			leaf, err := SignServing(iss, key.Public(), tc.names, tc.ttl, tc.at)
+			checkErr(t, err, tc.wantErr)
+			if err != nil {
+				return
+			}
+			if !leaf.NotAfter.Equal(tc.wantNotAfter) || !leaf.NotBefore.Equal(tc.at.Add(-ClockSkew)) {
+				t.Errorf("validity [%v, %v], want [%v, %v]", leaf.NotBefore, leaf.NotAfter, tc.at.Add(-ClockSkew), tc.wantNotAfter)
+			}
+			if len(leaf.URIs) != 0 || leaf.IsCA {
+				t.Errorf("URIs %v, IsCA %t: a serving certificate is a plain leaf", leaf.URIs, leaf.IsCA)
+			}
+			chain := IssuerChain(iss)
+			if len(chain) != 2 || !chain[0].Equal(iss.Cert) || !chain[1].Equal(inter.Cert) {
+				t.Fatalf("IssuerChain has %d certificates, want the issuer and the intermediate", len(chain))
+			}
+			roots, inters := x509.NewCertPool(), x509.NewCertPool()
+			roots.AddCert(root.Cert)
+			for _, c := range chain {
+				inters.AddCert(c)
+			}
+			for _, n := range tc.names {
+				if _, err := leaf.Verify(x509.VerifyOptions{DNSName: n, Roots: roots, Intermediates: inters, CurrentTime: tc.at}); err != nil {
+					t.Errorf("does not verify for %s: %v", n, err)
+				}
+			}
+			if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inters, CurrentTime: tc.at,
+				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
+				t.Error("a serving certificate must not authenticate a client")
+			}
+		})
+	}
+}

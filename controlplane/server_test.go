@@ -1,13 +1,16 @@
 package controlplane
 
 import (
+	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,7 +18,7 @@ import (
 )
 
 // writeSigner writes the files the kubelet would project from the CA Secret.
-func writeSigner(t *testing.T, dir string, data map[string][]byte) {
+func writeSigner(t testing.TB, dir string, data map[string][]byte) {
 	t.Helper()
 	for k, v := range data {
 		if err := os.WriteFile(filepath.Join(dir, k), v, 0o600); err != nil {
@@ -24,10 +27,38 @@ func writeSigner(t *testing.T, dir string, data map[string][]byte) {
 	}
 }
 
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
 func newTestServer(t *testing.T, dir string, now time.Time) *Server {
-	s := New(Config{SignerDir: dir}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s := New(Config{SignerDir: dir, Namespace: testNamespace, TrustDomain: testTrustDomain}, nil, discardLogger())
 	s.now = func() time.Time { return now }
 	return s
+}
+
+// serve runs s's gRPC server on loopback until the returned stop is called.
+func serve(t *testing.T, s *Server) (stop func()) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.ServeGRPC(ctx, s.GRPCServer(), lis, time.Second) }()
+	for deadline := time.Now().Add(5 * time.Second); !s.grpcServing.Load() && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("ServeGRPC: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 func get(t *testing.T, h http.Handler, path string) (int, string) {
@@ -63,15 +94,23 @@ func TestReadiness(t *testing.T) {
 		}
 	})
 
-	t.Run("ready with a valid signer, and says when it expires", func(t *testing.T) {
+	t.Run("ready with a valid signer while gRPC serves, and says when it expires", func(t *testing.T) {
 		dir := t.TempDir()
 		writeSigner(t, dir, signer)
 		s := newTestServer(t, dir, now)
 		if err := s.LoadSigner(); err != nil {
 			t.Fatal(err)
 		}
+		if code, body := get(t, s.Handler(), "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "gRPC server is not serving") {
+			t.Errorf("readyz %d %q before gRPC serves; want 503 saying so", code, body)
+		}
+		stop := serve(t, s)
 		if code, body := get(t, s.Handler(), "/readyz"); code != http.StatusOK {
 			t.Errorf("readyz %d %q", code, body)
+		}
+		stop()
+		if code, _ := get(t, s.Handler(), "/readyz"); code != http.StatusServiceUnavailable {
+			t.Errorf("readyz %d after gRPC stopped; want 503", code)
 		}
 		_, metrics := get(t, s.Handler(), "/metrics")
 		if !strings.Contains(metrics, "trellis_controlplane_signer_not_after_seconds") {
@@ -86,6 +125,7 @@ func TestReadiness(t *testing.T) {
 		if err := s.LoadSigner(); err != nil {
 			t.Fatal(err)
 		}
+		serve(t, s)
 		writeSigner(t, dir, map[string][]byte{ca.IssuerCertKey: []byte("garbage")})
 		if err := s.LoadSigner(); err == nil {
 			t.Error("garbage accepted as a signer")

@@ -1,8 +1,9 @@
 // Command controlplane is a Mesh's control plane: identity, discovery and
 // policy for its proxies. The operator deploys it, one Deployment per Mesh.
 //
-// For now it loads the mesh's signing certificate and serves its health and
-// metrics; the identity and discovery services come with their issue.
+// It loads the mesh's signing intermediate, signs the proxies' certificates
+// (Identity) on its gRPC port, over TLS with a certificate it signs for
+// itself, and serves health and metrics on its HTTP port.
 package main
 
 import (
@@ -11,24 +12,48 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/trellis-mesh/trellis/ca"
 	"github.com/trellis-mesh/trellis/controlplane"
+)
+
+const (
+	// grpcShutdownGrace is how long running calls may finish after SIGTERM
+	// before they are cut; with the HTTP shutdown it stays within the
+	// pod's default 30 s termination grace period.
+	grpcShutdownGrace  = 15 * time.Second
+	httpShutdownGrace  = 10 * time.Second
+	signerPollInterval = 10 * time.Second
 )
 
 func main() {
 	cfg := controlplane.Config{}
 	var logLevel string
+	var kubeQPS float64
+	var kubeBurst int
 	flag.StringVar(&cfg.Mesh, "mesh", "default", "name of the Mesh this control plane serves")
 	flag.StringVar(&cfg.Namespace, "namespace", "trellis-system", "namespace the control plane runs in")
 	flag.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of the mesh")
 	flag.StringVar(&cfg.SignerDir, "signer-dir", "/var/run/trellis/signer", "directory with the signing intermediate: tls.crt, tls.key, ca.crt")
 	flag.StringVar(&cfg.HTTPAddr, "http-addr", ":15014", "address of /healthz, /readyz and /metrics")
 	flag.StringVar(&cfg.GRPCAddr, "grpc-addr", ":15012", "address of the proxies' gRPC API")
+	flag.DurationVar(&cfg.WorkloadCertTTL, "workload-cert-ttl", ca.DefaultWorkloadValidity,
+		fmt.Sprintf("life of the workload certificates this control plane signs, never past the signer's (%s to %s)",
+			controlplane.MinWorkloadCertTTL, controlplane.MaxWorkloadCertTTL))
+	flag.DurationVar(&cfg.TokenCacheTTL, "token-cache-ttl", time.Minute,
+		"how long an accepted ServiceAccount token is remembered instead of reviewed again (0 reviews every request)")
+	flag.Float64Var(&kubeQPS, "kube-api-qps", 100, "requests per second to the Kubernetes API server (token reviews included)")
+	flag.IntVar(&kubeBurst, "kube-api-burst", 200, "burst of requests to the Kubernetes API server")
 	flag.StringVar(&logLevel, "log-level", "info", "error, warn, info, debug or trace")
 	flag.Parse()
 
@@ -43,32 +68,93 @@ func main() {
 	}
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
+	if err := cfg.Validate(); err != nil {
+		logger.Error("invalid flags", "error", err)
+		os.Exit(2)
+	}
+	kube, err := kubeClient(float32(kubeQPS), kubeBurst)
+	if err != nil {
+		logger.Error("connecting to Kubernetes", "error", err)
+		os.Exit(1)
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := run(ctx, cfg, logger); err != nil {
+	if err := run(ctx, cfg, kube, logger); err != nil {
 		logger.Error("control plane stopped", "error", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, cfg controlplane.Config, logger *slog.Logger) error {
-	srv := controlplane.New(cfg, logger)
-	go srv.WatchSigner(ctx, 10*time.Second)
+// kubeClient uses the pod's ServiceAccount in a cluster and, outside one
+// (running locally), KUBECONFIG or ~/.kube/config.
+func kubeClient(qps float32, burst int) (kubernetes.Interface, error) {
+	rc, err := rest.InClusterConfig()
+	if errors.Is(err, rest.ErrNotInCluster) {
+		rc, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+			clientcmd.NewDefaultClientConfigLoadingRules(), &clientcmd.ConfigOverrides{}).ClientConfig()
+		if err != nil {
+			return nil, fmt.Errorf("not in a cluster, and no usable KUBECONFIG: %w", err)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	rc.QPS, rc.Burst = qps, burst
+	// Protobuf costs the API server less than JSON for every TokenReview;
+	// this client only handles built-in types, which all speak it.
+	rc.ContentType = "application/vnd.kubernetes.protobuf"
+	rc.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	rc = rest.AddUserAgent(rc, "trellis-controlplane")
+	return kubernetes.NewForConfig(rc)
+}
+
+func run(ctx context.Context, cfg controlplane.Config, kube kubernetes.Interface, logger *slog.Logger) error {
+	// Whichever server fails first stops the other.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	srv := controlplane.New(cfg, kube, logger)
+	go srv.WatchSigner(ctx, signerPollInterval)
+
+	lis, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.GRPCAddr, err)
+	}
+	gs := srv.GRPCServer()
+	// The Discovery service registers on gs here, before ServeGRPC.
+	grpcDone := make(chan error, 1)
+	go func() { grpcDone <- srv.ServeGRPC(ctx, gs, lis, grpcShutdownGrace) }()
 
 	httpSrv := &http.Server{Addr: cfg.HTTPAddr, Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- httpSrv.ListenAndServe() }()
-	logger.Info("control plane started", "mesh", cfg.Mesh, "namespace", cfg.Namespace, "http", cfg.HTTPAddr)
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- httpSrv.ListenAndServe() }()
+	logger.Info("control plane started", "mesh", cfg.Mesh, "namespace", cfg.Namespace,
+		"grpc", cfg.GRPCAddr, "http", cfg.HTTPAddr, "workloadCertTTL", cfg.WorkloadCertTTL.String())
 
+	var runErr error
+	grpcStopped := false
 	select {
-	case err := <-errc:
-		return fmt.Errorf("serving %s: %w", cfg.HTTPAddr, err)
+	case err := <-httpDone:
+		runErr = fmt.Errorf("serving %s: %w", cfg.HTTPAddr, err)
+	case runErr = <-grpcDone:
+		grpcStopped = true
 	case <-ctx.Done():
 	}
-	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := httpSrv.Shutdown(shutdown); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
+	// gRPC drains within its grace period while /readyz says not ready.
+	cancel()
+	if !grpcStopped {
+		if err := <-grpcDone; err != nil && runErr == nil {
+			runErr = err
+		}
 	}
-	return nil
+	shutdown, cancelShutdown := context.WithTimeout(context.Background(), httpShutdownGrace)
+	defer cancelShutdown()
+	if err := httpSrv.Shutdown(shutdown); err != nil && !errors.Is(err, http.ErrServerClosed) && runErr == nil {
+		runErr = err
+	}
+	if runErr == nil {
+		logger.Info("control plane stopped")
+	}
+	return runErr
 }
