@@ -97,7 +97,7 @@ func controlPlaneClusterRole(mesh *meshv1.Mesh, im Images) *rbacv1ac.ClusterRole
 			rule().WithAPIGroups("").WithResources("services", "pods", "namespaces").WithVerbs("get", "list", "watch"),
 			rule().WithAPIGroups("discovery.k8s.io").WithResources("endpointslices").WithVerbs("get", "list", "watch"),
 			// Routing (GAMMA) and its status.
-			rule().WithAPIGroups("gateway.networking.k8s.io").WithResources("httproutes", "grpcroutes").WithVerbs("get", "list", "watch"),
+			rule().WithAPIGroups("gateway.networking.k8s.io").WithResources("httproutes", "grpcroutes", "referencegrants").WithVerbs("get", "list", "watch"),
 			rule().WithAPIGroups("gateway.networking.k8s.io").WithResources("httproutes/status", "grpcroutes/status").WithVerbs("get", "update", "patch"),
 			// Policy.
 			rule().WithAPIGroups(meshv1.GroupVersion.Group).WithResources("trafficpolicies", "authorizationpolicies").WithVerbs("get", "list", "watch"),
@@ -210,6 +210,7 @@ func controlPlaneDeployment(mesh *meshv1.Mesh, im Images) *appsv1ac.DeploymentAp
 			"--signer-dir="+SignerMountPath,
 			fmt.Sprintf("--grpc-addr=:%d", ControlPlaneGRPCPort),
 			fmt.Sprintf("--http-addr=:%d", ControlPlaneHTTPPort),
+			"--mtls-mode="+string(mtlsMode(mesh)),
 		).
 		WithEnv(
 			corev1ac.EnvVar().WithName("POD_NAME").WithValueFrom(corev1ac.EnvVarSource().
@@ -298,4 +299,12 @@ func controlPlanePDB(mesh *meshv1.Mesh, im Images) *policyv1ac.PodDisruptionBudg
 		WithSpec(policyv1ac.PodDisruptionBudgetSpec().
 			WithMaxUnavailable(intstr.FromInt32(1)).
 			WithSelector(metav1ac.LabelSelector().WithMatchLabels(controlPlaneSelector(mesh))))
+}
+
+// mtlsMode is mesh's spec.mtls.mode, defaulted as the CRD does.
+func mtlsMode(mesh *meshv1.Mesh) meshv1.MTLSMode {
+	if mesh.Spec.MTLS.Mode == "" {
+		return meshv1.MTLSModePermissive
+	}
+	return mesh.Spec.MTLS.Mode
 }

@@ -81,7 +81,7 @@ type MeshReconciler struct {
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
-// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes;grpcroutes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes;grpcroutes;referencegrants,verbs=get;list;watch
 // +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes/status;grpcroutes/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=mesh.trellis.dev,resources=trafficpolicies;authorizationpolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=mesh.trellis.dev,resources=trafficpolicies/status;authorizationpolicies/status,verbs=get;update;patch

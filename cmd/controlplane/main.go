@@ -2,8 +2,11 @@
 // policy for its proxies. The operator deploys it, one Deployment per Mesh.
 //
 // It loads the mesh's signing intermediate, signs the proxies' certificates
-// (Identity) on its gRPC port, over TLS with a certificate it signs for
-// itself, and serves health and metrics on its HTTP port.
+// (IdentityService) and answers their questions about destinations and
+// their own pods (DiscoveryService) on its gRPC port, over TLS with a
+// certificate it signs for itself, writes the status of the GAMMA routes
+// of its Mesh's namespaces (one elected replica), and serves health and
+// metrics on its HTTP port.
 package main
 
 import (
@@ -19,12 +22,18 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
 	"github.com/trellis-mesh/trellis/ca"
 	"github.com/trellis-mesh/trellis/controlplane"
+	"github.com/trellis-mesh/trellis/controlplane/auth"
+	"github.com/trellis-mesh/trellis/controlplane/discovery"
+	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
 )
 
 const (
@@ -41,6 +50,7 @@ func main() {
 	var logLevel string
 	var kubeQPS float64
 	var kubeBurst int
+	var mtlsMode string
 	flag.StringVar(&cfg.Mesh, "mesh", "default", "name of the Mesh this control plane serves")
 	flag.StringVar(&cfg.Namespace, "namespace", "trellis-system", "namespace the control plane runs in")
 	flag.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of the mesh")
@@ -55,6 +65,7 @@ func main() {
 	flag.Float64Var(&kubeQPS, "kube-api-qps", 100, "requests per second to the Kubernetes API server (token reviews included)")
 	flag.IntVar(&kubeBurst, "kube-api-burst", 200, "burst of requests to the Kubernetes API server")
 	flag.StringVar(&logLevel, "log-level", "info", "error, warn, info, debug or trace")
+	flag.StringVar(&mtlsMode, "mtls-mode", string(meshv1.MTLSModePermissive), "the Mesh's spec.mtls.mode, sent to every proxy: Permissive or Strict")
 	flag.Parse()
 
 	level := slog.LevelInfo
@@ -72,7 +83,16 @@ func main() {
 		logger.Error("invalid flags", "error", err)
 		os.Exit(2)
 	}
-	kube, err := kubeClient(float32(kubeQPS), kubeBurst)
+	if mtlsMode != string(meshv1.MTLSModePermissive) && mtlsMode != string(meshv1.MTLSModeStrict) {
+		logger.Error("invalid flags", "error", fmt.Sprintf("--mtls-mode=%q: want Permissive or Strict", mtlsMode))
+		os.Exit(2)
+	}
+	restCfg, err := kubeConfig(float32(kubeQPS), kubeBurst)
+	if err != nil {
+		logger.Error("connecting to Kubernetes", "error", err)
+		os.Exit(1)
+	}
+	kube, err := kubeClient(restCfg)
 	if err != nil {
 		logger.Error("connecting to Kubernetes", "error", err)
 		os.Exit(1)
@@ -80,15 +100,16 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := run(ctx, cfg, kube, logger); err != nil {
+	ctx = logr.NewContext(ctx, logr.FromSlogHandler(logger.Handler()))
+	if err := run(ctx, cfg, kube, restCfg, meshv1.MTLSMode(mtlsMode), logger); err != nil {
 		logger.Error("control plane stopped", "error", err)
 		os.Exit(1)
 	}
 }
 
-// kubeClient uses the pod's ServiceAccount in a cluster and, outside one
+// kubeConfig uses the pod's ServiceAccount in a cluster and, outside one
 // (running locally), KUBECONFIG or ~/.kube/config.
-func kubeClient(qps float32, burst int) (kubernetes.Interface, error) {
+func kubeConfig(qps float32, burst int) (*rest.Config, error) {
 	rc, err := rest.InClusterConfig()
 	if errors.Is(err, rest.ErrNotInCluster) {
 		rc, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
@@ -101,15 +122,74 @@ func kubeClient(qps float32, burst int) (kubernetes.Interface, error) {
 		return nil, err
 	}
 	rc.QPS, rc.Burst = qps, burst
-	// Protobuf costs the API server less than JSON for every TokenReview;
-	// this client only handles built-in types, which all speak it.
+	return rest.AddUserAgent(rc, "trellis-controlplane"), nil
+}
+
+// kubeClient is the client of token reviews. Protobuf costs the API server
+// less than JSON for every TokenReview; this client only handles built-in
+// types, which all speak it.
+func kubeClient(rc *rest.Config) (kubernetes.Interface, error) {
+	rc = rest.CopyConfig(rc)
 	rc.ContentType = "application/vnd.kubernetes.protobuf"
 	rc.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
-	rc = rest.AddUserAgent(rc, "trellis-controlplane")
 	return kubernetes.NewForConfig(rc)
 }
 
-func run(ctx context.Context, cfg controlplane.Config, kube kubernetes.Interface, logger *slog.Logger) error {
+// startDiscovery starts the discovery index on its own informer cache and
+// the route status writer behind leader election, and returns the service
+// to register. The gRPC server starts once the caches have synced, so that
+// no proxy is told a half-read cluster.
+func startDiscovery(ctx context.Context, cfg controlplane.Config, restCfg *rest.Config, mode meshv1.MTLSMode, logger *slog.Logger) (*discovery.Server, error) {
+	ix := discovery.NewIndex(discovery.Config{Mesh: cfg.Mesh, TrustDomain: cfg.TrustDomain, MTLSMode: mode})
+	c, err := discovery.NewCache(restCfg)
+	if err != nil {
+		return nil, fmt.Errorf("discovery cache: %w", err)
+	}
+	if err := ix.Watch(ctx, c); err != nil {
+		return nil, fmt.Errorf("discovery watches: %w", err)
+	}
+	go func() {
+		if err := c.Start(ctx); err != nil {
+			logger.Error("discovery cache stopped", "error", err)
+		}
+	}()
+	go ix.Run(ctx)
+
+	kc, err := client.New(restCfg, client.Options{Scheme: discovery.Scheme()})
+	if err != nil {
+		return nil, err
+	}
+	identity, err := os.Hostname() // the pod's name
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		err := discovery.RunElected(ctx, restCfg,
+			discovery.Election{Namespace: cfg.Namespace, Name: "trellis-discovery-status-" + cfg.Mesh, Identity: identity},
+			func(ctx context.Context) {
+				if err := discovery.NewStatusWriter(ix, kc).Start(ctx); err != nil {
+					logger.Error("route status writer stopped", "error", err)
+				}
+			})
+		if err != nil && ctx.Err() == nil {
+			logger.Error("route status leader election stopped", "error", err)
+		}
+	}()
+
+	select {
+	case <-ix.Synced():
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	srv := discovery.NewServer(ix)
+	srv.PeerIdentity = func(ctx context.Context) (string, string, bool) {
+		p, ok := auth.FromContext(ctx)
+		return p.Namespace, p.ServiceAccount, ok
+	}
+	return srv, nil
+}
+
+func run(ctx context.Context, cfg controlplane.Config, kube kubernetes.Interface, restCfg *rest.Config, mode meshv1.MTLSMode, logger *slog.Logger) error {
 	// Whichever server fails first stops the other.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -121,14 +201,20 @@ func run(ctx context.Context, cfg controlplane.Config, kube kubernetes.Interface
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.GRPCAddr, err)
 	}
-	gs := srv.GRPCServer()
-	// The Discovery service registers on gs here, before ServeGRPC.
-	grpcDone := make(chan error, 1)
-	go func() { grpcDone <- srv.ServeGRPC(ctx, gs, lis, grpcShutdownGrace) }()
-
+	// Health first: /healthz answers, and /readyz says not ready, while the
+	// discovery caches sync.
 	httpSrv := &http.Server{Addr: cfg.HTTPAddr, Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- httpSrv.ListenAndServe() }()
+	disco, err := startDiscovery(ctx, cfg, restCfg, mode, logger)
+	if err != nil {
+		return err
+	}
+	gs := srv.GRPCServer()
+	controlplanev1.RegisterDiscoveryServiceServer(gs, disco)
+	grpcDone := make(chan error, 1)
+	go func() { grpcDone <- srv.ServeGRPC(ctx, gs, lis, grpcShutdownGrace) }()
+
 	logger.Info("control plane started", "mesh", cfg.Mesh, "namespace", cfg.Namespace,
 		"grpc", cfg.GRPCAddr, "http", cfg.HTTPAddr, "workloadCertTTL", cfg.WorkloadCertTTL.String())
 
