@@ -77,7 +77,7 @@ verify-kustomize: kustomize ## Check that every kustomization under config/ buil
 ##@ Test
 
 .PHONY: test
-test: verify-generated verify-proto verify-kustomize vet lint test-go bench-operator bench-injector test-e2e ## Everything CI runs (as root).
+test: verify-generated verify-proto verify-kustomize vet lint test-go bench-operator bench-injector bench-controlplane test-e2e ## Everything CI runs (as root).
 
 .PHONY: envtest-assets
 envtest-assets: ## Build (or reuse) kube-apiserver, etcd and kubectl for the integration tests.
@@ -97,6 +97,13 @@ bench-operator: envtest-assets ## How long the operator takes from Mesh creation
 bench-injector: envtest-assets ## Sidecar injection server side: admissions per second and p50/p99 latency.
 	KUBEBUILDER_ASSETS="$$(hack/build-k8s.sh kube-apiserver etcd kubectl | tail -n1)" \
 		go test ./webhooks -run '^$$' -bench BenchmarkPodInjection -benchtime 3000x -count=1
+
+.PHONY: bench-controlplane
+bench-controlplane: envtest-assets ## Control plane at scale: 5k Services, 50k endpoints, 2k streams (change to proxy p50/p99, memory), and certificates per second.
+	KUBEBUILDER_ASSETS="$$(hack/build-k8s.sh kube-apiserver etcd kubectl | tail -n1)" \
+		go test ./controlplane/discovery -run '^$$' -bench BenchmarkEndpointPropagation -benchtime 300x -count=1
+	KUBEBUILDER_ASSETS="$$(hack/build-k8s.sh kube-apiserver etcd kubectl | tail -n1)" \
+		go test ./controlplane -run '^$$' -bench BenchmarkCertify -benchtime 2000x -count=1
 
 ##@ Local cluster and end-to-end tests
 
