@@ -23,6 +23,10 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e: KUBECONFIG, KUBECTL and KUSTOMIZE must be set: run `make test-e2e`")
 		os.Exit(1)
 	}
+	if err := installGatewayAPI(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: installing the Gateway API's CRDs:", err)
+		os.Exit(1)
+	}
 	os.Exit(m.Run())
 }
 

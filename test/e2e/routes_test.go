@@ -1,0 +1,80 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// installGatewayAPI installs the Gateway API's standard CRDs, from the
+// module this project builds against, so that the control plane serves and
+// writes the status of GAMMA routes. Run before the Mesh exists: the
+// control plane looks for the route kinds when it starts.
+func installGatewayAPI() error {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard")
+	var args []string
+	for _, kind := range []string{"httproutes", "grpcroutes", "referencegrants"} {
+		args = append(args, "-f", filepath.Join(dir, "gateway.networking.k8s.io_"+kind+".yaml"))
+	}
+	return exec.Command(kubectlBin, append([]string{"apply", "--server-side"}, args...)...).Run()
+}
+
+// TestRoutesGetTheirStatusFromTheControlPlane: GAMMA routes in a meshed
+// namespace are read by the Mesh's control plane, which says so in their
+// status, as the Gateway API defines it for meshes.
+func TestRoutesGetTheirStatusFromTheControlPlane(t *testing.T) {
+	kubectlApply(t, `apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata:
+  name: converter-canary
+  namespace: `+meshedNamespace+`
+spec:
+  parentRefs:
+  - group: ""
+    kind: Service
+    name: converter
+    port: 9090
+  rules:
+  - backendRefs:
+    - name: converter-v1
+      port: 9090
+      weight: 80
+    - name: converter-v2
+      port: 9090
+      weight: 20
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: temperature-missing-backend
+  namespace: `+meshedNamespace+`
+spec:
+  parentRefs:
+  - group: ""
+    kind: Service
+    name: temperature-api
+    port: 8080
+  rules:
+  - backendRefs:
+    - name: nowhere
+      port: 8080
+`)
+	waitFor := func(resource, jsonpath, want string) {
+		t.Helper()
+		if out, err := kubectlErr("-n", meshedNamespace, "wait", resource, "--for=jsonpath="+jsonpath+"="+want, "--timeout=60s"); err != nil {
+			t.Errorf("%s: %s is not %s: %v %s\n%s", resource, jsonpath, want, err, out,
+				kubectl(t, "-n", meshedNamespace, "get", resource, "-o", "jsonpath={.status}"))
+		}
+	}
+	waitFor("grpcroute/converter-canary", `{.status.parents[0].conditions[?(@.type=="Accepted")].status}`, "True")
+	waitFor("grpcroute/converter-canary", `{.status.parents[0].conditions[?(@.type=="ResolvedRefs")].status}`, "True")
+	waitFor("grpcroute/converter-canary", `{.status.parents[0].controllerName}`, "trellis.dev/mesh-controller")
+	waitFor("httproute/temperature-missing-backend", `{.status.parents[0].conditions[?(@.type=="ResolvedRefs")].reason}`, "BackendNotFound")
+}
