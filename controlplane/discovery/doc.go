@@ -12,9 +12,10 @@
 // up the others.
 //
 // StatusWriter writes the status of the routes attached to Services in the
-// Mesh's namespaces (Accepted, ResolvedRefs). Only one replica must run it.
+// Mesh's namespaces (Accepted, ResolvedRefs) and of the TrafficPolicies and
+// AuthorizationPolicies there (Accepted). Only one replica must run it.
 //
-// The package reads the cluster and writes only route status; it must not
-// sign certificates, authenticate callers (PeerIdentity is given to it), or
-// write policies' status.
+// The package reads the cluster and writes only the status of routes and
+// policies; it must not sign certificates or authenticate callers
+// (PeerIdentity is given to it).
 package discovery

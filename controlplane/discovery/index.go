@@ -22,7 +22,7 @@ import (
 type Config struct {
 	// Mesh is the Mesh's name: the namespaces that membership.MeshFor maps
 	// to it are served (their pods get identities, their routes, policies
-	// and pods are served, their routes get status).
+	// and pods are served, their routes and policies get status).
 	Mesh string
 	// TrustDomain is the Mesh's spec.trustDomain, for endpoints' SPIFFE IDs.
 	TrustDomain string
@@ -59,6 +59,34 @@ func (k routeKind) String() string {
 type routeKey struct {
 	kind routeKind
 	objKey
+}
+
+// policyKind tells TrafficPolicies from AuthorizationPolicies.
+type policyKind uint8
+
+const (
+	trafficPolicyKind policyKind = iota + 1
+	authorizationPolicyKind
+)
+
+func (k policyKind) String() string {
+	if k == authorizationPolicyKind {
+		return "AuthorizationPolicy"
+	}
+	return "TrafficPolicy"
+}
+
+// policyKey names a TrafficPolicy or an AuthorizationPolicy.
+type policyKey struct {
+	kind policyKind
+	objKey
+}
+
+// statusKey names an object whose status the StatusWriter writes: a route
+// or a policy, exactly one of them set.
+type statusKey struct {
+	route  routeKey
+	policy policyKey
 }
 
 // Index is the cluster state that discovery answers from, and the views that
@@ -114,10 +142,10 @@ type Index struct {
 	dirtyOut map[*outView]struct{}
 	dirtyIn  map[*inView]struct{}
 
-	// routeListeners learn of every route whose status may have changed
-	// (StatusWriters, normally one). They are called with mu held and
-	// must not block.
-	routeListeners map[any]func(routeKey)
+	// statusListeners learn of every route and policy whose status may
+	// have changed (StatusWriters, normally one). They are called with mu
+	// held and must not block.
+	statusListeners map[any]func(statusKey)
 }
 
 // NewIndex returns an empty Index for the Mesh that cfg describes.
@@ -155,7 +183,7 @@ func NewIndex(cfg Config) *Index {
 		backends:        map[objKey]map[int32]*controlplanev1.Backend{},
 		dirtyOut:        map[*outView]struct{}{},
 		dirtyIn:         map[*inView]struct{}{},
-		routeListeners:  map[any]func(routeKey){},
+		statusListeners: map[any]func(statusKey){},
 	}
 }
 
@@ -258,6 +286,10 @@ func (ix *Index) setService(k objKey, svc *corev1.Service, deleted bool) {
 	ix.markRes(svcRes(k))
 	ix.markSvc(k, true)
 	ix.routesOfService(k)
+	if old == nil || deleted {
+		// A target of these policies appeared or went.
+		ix.policiesOfService(k)
+	}
 }
 
 // serviceIPs are a Service's cluster IPs; none for a headless or
@@ -440,6 +472,14 @@ func (ix *Index) setNamespace(ns *corev1.Namespace, deleted bool) {
 			ix.routeStatusChanged(rk)
 		}
 	}
+	for pk := range ix.trafficPolicies {
+		if pk.namespace == ns.Name {
+			ix.policyStatusChanged(policyKey{trafficPolicyKind, pk})
+		}
+	}
+	for name := range ix.authz[ns.Name] {
+		ix.policyStatusChanged(policyKey{authorizationPolicyKind, objKey{ns.Name, name}})
+	}
 }
 
 // meshed reports whether a namespace belongs to the Mesh.
@@ -493,12 +533,22 @@ func (ix *Index) setGrant(k objKey, g *gwv1.ReferenceGrant, deleted bool) {
 }
 
 func (ix *Index) setTrafficPolicy(k objKey, tp *meshv1.TrafficPolicy, deleted bool) {
-	if old := ix.trafficPolicies[k]; old != nil {
+	old := ix.trafficPolicies[k]
+	if !deleted && old != nil && tp.Generation != 0 && old.Generation == tp.Generation {
+		// Only metadata or status (ours, often) changed.
+		ix.trafficPolicies[k] = tp
+		ix.policyStatusChanged(policyKey{trafficPolicyKind, k})
+		return
+	}
+	if old != nil {
 		for _, t := range policyTargets(old) {
 			removeFrom(ix.tpByTarget, t, k)
 			ix.markSvc(t, false)
+			// Which policy holds t may change.
+			ix.policiesOfService(t)
 		}
 	}
+	ix.policyStatusChanged(policyKey{trafficPolicyKind, k})
 	if deleted {
 		delete(ix.trafficPolicies, k)
 		return
@@ -507,11 +557,18 @@ func (ix *Index) setTrafficPolicy(k objKey, tp *meshv1.TrafficPolicy, deleted bo
 	for _, t := range policyTargets(tp) {
 		addTo(ix.tpByTarget, t, k)
 		ix.markSvc(t, false)
+		ix.policiesOfService(t)
 	}
 }
 
 func (ix *Index) setAuthorizationPolicy(p *meshv1.AuthorizationPolicy, deleted bool) {
 	byName := ix.authz[p.Namespace]
+	ix.policyStatusChanged(policyKey{authorizationPolicyKind, keyOf(p)})
+	if old := byName[p.Name]; !deleted && old != nil && p.Generation != 0 && old.Generation == p.Generation {
+		// Only metadata or status (ours, often) changed.
+		byName[p.Name] = p
+		return
+	}
 	if deleted {
 		delete(byName, p.Name)
 		if len(byName) == 0 {
@@ -585,8 +642,22 @@ func (ix *Index) routesOfService(k objKey) {
 }
 
 func (ix *Index) routeStatusChanged(k routeKey) {
-	for _, l := range ix.routeListeners {
-		l(k)
+	for _, l := range ix.statusListeners {
+		l(statusKey{route: k})
+	}
+}
+
+// policiesOfService tells the status writer of the TrafficPolicies that
+// target Service k.
+func (ix *Index) policiesOfService(k objKey) {
+	for pk := range ix.tpByTarget[k] {
+		ix.policyStatusChanged(policyKey{trafficPolicyKind, pk})
+	}
+}
+
+func (ix *Index) policyStatusChanged(k policyKey) {
+	for _, l := range ix.statusListeners {
+		l(statusKey{policy: k})
 	}
 }
 

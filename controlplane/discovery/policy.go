@@ -34,6 +34,16 @@ func policyTargets(tp *meshv1.TrafficPolicy) []objKey {
 // those of the Mesh's namespaces that target it, the oldest, then the first
 // by name. Nil when none does.
 func (ix *Index) trafficPolicy(k objKey) *controlplanev1.TrafficPolicy {
+	best := ix.policyInForce(k)
+	if best == nil {
+		return nil
+	}
+	return compileTrafficPolicy(&best.Spec)
+}
+
+// policyInForce is the TrafficPolicy in force for Service k, as
+// trafficPolicy says; nil when none targets it.
+func (ix *Index) policyInForce(k objKey) *meshv1.TrafficPolicy {
 	var best *meshv1.TrafficPolicy
 	for pk := range ix.tpByTarget[k] {
 		tp := ix.trafficPolicies[pk]
@@ -44,10 +54,7 @@ func (ix *Index) trafficPolicy(k objKey) *controlplanev1.TrafficPolicy {
 			best = tp
 		}
 	}
-	if best == nil {
-		return nil
-	}
-	return compileTrafficPolicy(&best.Spec)
+	return best
 }
 
 func olderPolicy(a, b *meshv1.TrafficPolicy) bool {

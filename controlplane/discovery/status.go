@@ -23,16 +23,25 @@ const ControllerName gwv1.GatewayController = "trellis.dev/mesh-controller"
 // StatusWriter writes the status of the HTTPRoutes and GRPCRoutes of the
 // Mesh's namespaces for their Service parents (GAMMA): Accepted and
 // ResolvedRefs, under ControllerName, leaving other controllers' entries
-// alone, and only when they change. Run one per Mesh: behind leader
-// election (it is a controller-runtime Runnable that needs it, or see
-// RunElected).
+// alone; and the Accepted condition and observedGeneration of the
+// TrafficPolicies and AuthorizationPolicies of the Mesh's namespaces. It
+// writes only what changes. Run one per Mesh: behind leader election (it
+// is a controller-runtime Runnable that needs it, or see RunElected).
+//
+// Routes whose rules match the same requests to the same Service port are
+// not reported as conflicting: the Gateway API (HTTPRouteRule.matches,
+// GRPCRouteRule.matches) makes such ties a matter of precedence (the oldest
+// route, then the first by namespace/name, then the first rule), not an
+// error, and defines no route condition or reason for them, so each route
+// stays Accepted. comparePrecedence applies that order.
 type StatusWriter struct {
 	index  *Index
 	client client.Client
 }
 
-// NewStatusWriter returns a StatusWriter for the routes that ix holds,
-// writing with c (update on httproutes/status and grpcroutes/status).
+// NewStatusWriter returns a StatusWriter for the routes and policies that
+// ix holds, writing with c (update on httproutes/status, grpcroutes/status,
+// trafficpolicies/status and authorizationpolicies/status).
 func NewStatusWriter(ix *Index, c client.Client) *StatusWriter {
 	return &StatusWriter{index: ix, client: c}
 }
@@ -41,27 +50,35 @@ func NewStatusWriter(ix *Index, c client.Client) *StatusWriter {
 // on its leader only.
 func (w *StatusWriter) NeedLeaderElection() bool { return true }
 
-// Start writes route status until ctx ends: all routes once, then each that
-// a change may concern.
+// Start writes status until ctx ends: every route and policy once, then
+// each that a change may concern.
 func (w *StatusWriter) Start(ctx context.Context) error {
-	log := logr.FromContextOrDiscard(ctx).WithName("route-status")
-	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[routeKey]())
+	log := logr.FromContextOrDiscard(ctx).WithName("status")
+	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[statusKey]())
 	defer q.ShutDown()
 	ix := w.index
 	ix.mu.Lock()
-	ix.routeListeners[q] = q.Add
+	ix.statusListeners[q] = q.Add
 	for k := range ix.routes {
-		q.Add(k)
+		q.Add(statusKey{route: k})
+	}
+	for k := range ix.trafficPolicies {
+		q.Add(statusKey{policy: policyKey{trafficPolicyKind, k}})
+	}
+	for ns, byName := range ix.authz {
+		for name := range byName {
+			q.Add(statusKey{policy: policyKey{authorizationPolicyKind, objKey{ns, name}}})
+		}
 	}
 	ix.mu.Unlock()
 	defer func() {
 		ix.mu.Lock()
-		delete(ix.routeListeners, q)
+		delete(ix.statusListeners, q)
 		ix.mu.Unlock()
 	}()
 
-	// Before the Index is synced, a parent may look missing that is only
-	// not listed yet.
+	// Before the Index is synced, a parent or a target may look missing
+	// that is only not listed yet.
 	select {
 	case <-ix.Synced():
 	case <-ctx.Done():
@@ -82,25 +99,44 @@ func (w *StatusWriter) Start(ctx context.Context) error {
 			q.Forget(k)
 		case apierrors.IsConflict(err):
 			// The cache has not seen the latest version yet; its update
-			// will queue the route again too.
+			// will queue the object again too.
 			q.AddRateLimited(k)
 		default:
-			log.Error(err, "Writing route status", "kind", k.kind.String(), "route", k.String())
+			log.Error(err, "Writing status", "kind", k.kind(), "object", k.name())
 			q.AddRateLimited(k)
 		}
 		q.Done(k)
 	}
 }
 
-func (w *StatusWriter) sync(ctx context.Context, k routeKey) error {
-	obj := w.index.routeStatusUpdate(k)
+func (w *StatusWriter) sync(ctx context.Context, k statusKey) error {
+	var obj client.Object
+	if k.policy.kind != 0 {
+		obj = w.index.policyStatusUpdate(k.policy)
+	} else {
+		obj = w.index.routeStatusUpdate(k.route)
+	}
 	if obj == nil {
 		return nil
 	}
 	if err := w.client.Status().Update(ctx, obj); err != nil {
-		return fmt.Errorf("updating the status of %s %s: %w", k.kind, k.objKey, err)
+		return fmt.Errorf("updating the status of %s %s: %w", k.kind(), k.name(), err)
 	}
 	return nil
+}
+
+func (k statusKey) kind() string {
+	if k.policy.kind != 0 {
+		return k.policy.kind.String()
+	}
+	return k.route.kind.String()
+}
+
+func (k statusKey) name() string {
+	if k.policy.kind != 0 {
+		return k.policy.String()
+	}
+	return k.route.String()
 }
 
 // routeStatusUpdate returns a copy of the route with its new status, or nil
