@@ -24,7 +24,7 @@ func ports(ref string, pod *corev1.Pod, mesh *meshv1.Mesh, annotation, field str
 		}
 		out = append(out, int32(p))
 	}
-	for _, s := range splitList(pod.Annotations[annotation]) {
+	for _, s := range SplitList(pod.Annotations[annotation]) {
 		n, err := strconv.ParseInt(s, 10, 32)
 		if err != nil || n < 1 || n > 65535 {
 			return nil, fmt.Errorf("pod %s: annotation %s holds %q, which is not a port number (1-65535); write comma-separated ports such as \"8080,9090\"", ref, annotation, s)
@@ -47,7 +47,7 @@ func cidrs(ref string, pod *corev1.Pod, mesh *meshv1.Mesh) ([]string, error) {
 		}
 		prefixes = append(prefixes, p)
 	}
-	for _, s := range splitList(pod.Annotations[AnnotationExcludeOutboundCIDRs]) {
+	for _, s := range SplitList(pod.Annotations[AnnotationExcludeOutboundCIDRs]) {
 		p, ok := parseCIDR(s)
 		if !ok {
 			return nil, fmt.Errorf("pod %s: annotation %s holds %q, which is not a CIDR; write comma-separated networks such as \"10.0.0.0/8,169.254.169.254/32\"", ref, AnnotationExcludeOutboundCIDRs, s)
@@ -79,9 +79,10 @@ func parseCIDR(s string) (netip.Prefix, bool) {
 	return netip.Prefix{}, false
 }
 
-// splitList splits a comma-separated annotation value, ignoring spaces and
-// empty items, so "80, 443," is 80 and 443.
-func splitList(v string) []string {
+// SplitList splits a comma-separated annotation value, ignoring spaces and
+// empty items, so "80, 443," is 80 and 443. proxy init reads its list flags,
+// which the injector writes from these values, the same way.
+func SplitList(v string) []string {
 	var out []string
 	for _, s := range strings.Split(v, ",") {
 		if s = strings.TrimSpace(s); s != "" {

@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/trellis-mesh/trellis/inject"
 )
 
 // newFlagSet is a subcommand's flag set. It returns errors rather than
@@ -77,7 +79,7 @@ func (l *portList) String() string {
 }
 
 func (l *portList) Set(v string) error {
-	for _, s := range splitList(v) {
+	for _, s := range inject.SplitList(v) {
 		p, err := parsePort(s)
 		if err != nil {
 			return fmt.Errorf("%w; write comma-separated ports such as 15020,9090", err)
@@ -123,7 +125,7 @@ func (l *cidrList) String() string {
 }
 
 func (l *cidrList) Set(v string) error {
-	for _, s := range splitList(v) {
+	for _, s := range inject.SplitList(v) {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
 			a, aerr := netip.ParseAddr(s)
@@ -145,7 +147,7 @@ func (l *addrList) String() string { return strings.Join(*l, ",") }
 
 func (l *addrList) Set(v string) error {
 	var out []string
-	for _, s := range splitList(v) {
+	for _, s := range inject.SplitList(v) {
 		host, port, err := net.SplitHostPort(s)
 		if err == nil {
 			_, err = strconv.ParseUint(port, 10, 16)
@@ -164,15 +166,4 @@ func (l *addrList) Set(v string) error {
 	// Unlike the lists above, the default is replaced, not added to.
 	*l = out
 	return nil
-}
-
-// splitList splits a comma-separated value, ignoring spaces and empty items.
-func splitList(v string) []string {
-	var out []string
-	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
 }

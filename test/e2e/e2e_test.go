@@ -149,6 +149,21 @@ type loadgenResult struct {
 	ByConverter map[string]int `json:"by_converter"`
 }
 
+// loadgenSucceeded reads the load generator's result, the last line of its
+// logs, and checks that it sent at least 40 requests, all answered.
+func loadgenSucceeded(t *testing.T, logs string) loadgenResult {
+	t.Helper()
+	var res loadgenResult
+	line := strings.TrimSpace(logs[strings.LastIndex(strings.TrimSpace(logs), "\n")+1:])
+	if err := json.Unmarshal([]byte(line), &res); err != nil {
+		t.Fatalf("load generator output %q: %v", logs, err)
+	}
+	if res.Total < 40 || res.SuccessRate < 1 {
+		t.Errorf("%d requests, success rate %.3f: want at least 40, all successful", res.Total, res.SuccessRate)
+	}
+	return res
+}
+
 func TestSampleAppServesThroughItsService(t *testing.T) {
 	kubectlApply(t, kustomize(t, "test/sampleapp/manifests"))
 	for _, d := range []string{"temperature-api", "converter-v1", "converter-v2"} {
@@ -164,14 +179,7 @@ func TestSampleAppServesThroughItsService(t *testing.T) {
 		t.Fatalf("load generator did not succeed: %v %s", err, out)
 	}
 	logs := kubectl(t, "-n", "temperature", "logs", "loadgen")
-	var res loadgenResult
-	line := strings.TrimSpace(logs[strings.LastIndex(strings.TrimSpace(logs), "\n")+1:])
-	if err := json.Unmarshal([]byte(line), &res); err != nil {
-		t.Fatalf("load generator output %q: %v", logs, err)
-	}
-	if res.Total < 40 || res.SuccessRate < 1 {
-		t.Errorf("%d requests, success rate %.3f: want at least 40, all successful", res.Total, res.SuccessRate)
-	}
+	res := loadgenSucceeded(t, logs)
 	// Without the mesh, the API's one gRPC connection lands on one converter
 	// pod: one version answers. Spreading calls is the mesh's job (issue 6).
 	if res.ByConverter["v1"]+res.ByConverter["v2"] != res.Successes {

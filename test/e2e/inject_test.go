@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -97,14 +96,7 @@ func TestMeshedSampleApp(t *testing.T) {
 			t.Fatalf("the meshed Job did not complete: %v %s", err, out)
 		}
 		logs := kubectl(t, "-n", meshedNamespace, "logs", "job/loadgen")
-		var res loadgenResult
-		line := strings.TrimSpace(logs[strings.LastIndex(strings.TrimSpace(logs), "\n")+1:])
-		if err := json.Unmarshal([]byte(line), &res); err != nil {
-			t.Fatalf("load generator output %q: %v", logs, err)
-		}
-		if res.Total < 40 || res.SuccessRate < 1 {
-			t.Errorf("%d requests, success rate %.3f: want at least 40, all successful", res.Total, res.SuccessRate)
-		}
+		loadgenSucceeded(t, logs)
 		jobPod := kubectl(t, "-n", meshedNamespace, "get", "pods", "-l", "job-name=loadgen", "-o", "jsonpath={.items[0].spec.initContainers[*].name}")
 		if !strings.Contains(jobPod, "trellis-proxy") {
 			t.Errorf("the Job's pod has init containers %q: it was not meshed", jobPod)
