@@ -9,17 +9,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -30,6 +26,7 @@ import (
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
 	"github.com/trellis-mesh/trellis/controllers"
 	"github.com/trellis-mesh/trellis/inject"
+	"github.com/trellis-mesh/trellis/kubeversion"
 	"github.com/trellis-mesh/trellis/version"
 	"github.com/trellis-mesh/trellis/webhookcert"
 	"github.com/trellis-mesh/trellis/webhooks"
@@ -127,7 +124,7 @@ func run() error {
 	}
 	setupLog.Info("starting", "version", version.Version, "certManager", certManager)
 
-	minor, err := kubernetesMinor(restConfig)
+	minor, err := kubeversion.Minor(restConfig)
 	if err != nil {
 		return err
 	}
@@ -167,24 +164,6 @@ func run() error {
 		return err
 	}
 	return mgr.Start(ctrl.SetupSignalHandler())
-}
-
-// kubernetesMinor is the API server's minor version: 29 for 1.29. It decides
-// whether the proxy can be a native sidecar.
-func kubernetesMinor(cfg *rest.Config) (int, error) {
-	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
-	if err != nil {
-		return 0, err
-	}
-	v, err := dc.ServerVersion()
-	if err != nil {
-		return 0, fmt.Errorf("reading the API server's version: %w", err)
-	}
-	minor, err := strconv.Atoi(strings.TrimRight(v.Minor, "+"))
-	if err != nil || v.Major != "1" {
-		return 0, fmt.Errorf("the API server reports version %s.%s, which the operator cannot read", v.Major, v.Minor)
-	}
-	return minor, nil
 }
 
 // servesKind reports whether the API server serves a kind, such as

@@ -130,6 +130,15 @@ func injectorWebhookConfiguration(mesh *meshv1.Mesh, in Injector, caBundle []byt
 		WithWebhooks(entries...)
 }
 
+// failurePolicyOf is mesh's spec.injection.failurePolicy, defaulted as the
+// CRD does; its values (Fail, Ignore) are the API server's.
+func failurePolicyOf(mesh *meshv1.Mesh) meshv1.FailurePolicy {
+	if mesh.Spec.Injection.FailurePolicy == "" {
+		return meshv1.FailurePolicyFail
+	}
+	return mesh.Spec.Injection.FailurePolicy
+}
+
 func injectorWebhook(name string, mesh *meshv1.Mesh, in Injector, caBundle []byte,
 	namespaces, pods *metav1ac.LabelSelectorApplyConfiguration) *admissionregistrationv1ac.MutatingWebhookApplyConfiguration {
 	cc := admissionregistrationv1ac.WebhookClientConfig()
@@ -143,10 +152,7 @@ func injectorWebhook(name string, mesh *meshv1.Mesh, in Injector, caBundle []byt
 	if len(caBundle) > 0 {
 		cc = cc.WithCABundle(caBundle...)
 	}
-	failurePolicy := admissionregistrationv1.Fail
-	if mesh.Spec.Injection.FailurePolicy == meshv1.FailurePolicyIgnore {
-		failurePolicy = admissionregistrationv1.Ignore
-	}
+	failurePolicy := admissionregistrationv1.FailurePolicyType(failurePolicyOf(mesh))
 	return admissionregistrationv1ac.MutatingWebhook().
 		WithName(name).
 		WithClientConfig(cc).

@@ -393,8 +393,13 @@ func (r *MeshReconciler) allMeshes(ctx context.Context, _ client.Object) []recon
 		log.FromContext(ctx).Error(err, "listing Meshes")
 		return nil
 	}
-	reqs := make([]reconcile.Request, 0, len(meshes.Items))
-	for _, m := range meshes.Items {
+	return requestsFor(meshes.Items)
+}
+
+// requestsFor is a reconcile request for each of meshes.
+func requestsFor(meshes []meshv1.Mesh) []reconcile.Request {
+	reqs := make([]reconcile.Request, 0, len(meshes))
+	for _, m := range meshes {
 		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKey{Name: m.Name}})
 	}
 	return reqs
@@ -411,11 +416,7 @@ func (r *MeshReconciler) meshesUsingNamespace(ctx context.Context, namespace str
 		log.FromContext(ctx).Error(err, "listing Meshes by namespace", "namespace", namespace)
 		return nil
 	}
-	reqs := make([]reconcile.Request, 0, len(meshes.Items))
-	for _, m := range meshes.Items {
-		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKey{Name: m.Name}})
-	}
-	return reqs
+	return requestsFor(meshes.Items)
 }
 
 // meshesOfNamespace maps a namespace to the Mesh its labels select, and to

@@ -233,13 +233,6 @@ func setDataPlaneCondition(mesh *meshv1.Mesh, obs *observation) {
 	meta.SetStatusCondition(&mesh.Status.Conditions, c)
 }
 
-func failurePolicyOf(mesh *meshv1.Mesh) meshv1.FailurePolicy {
-	if mesh.Spec.Injection.FailurePolicy == "" {
-		return meshv1.FailurePolicyFail
-	}
-	return mesh.Spec.Injection.FailurePolicy
-}
-
 func timePtr(t time.Time) *metav1.Time {
 	mt := metav1.NewTime(t.UTC().Truncate(time.Second))
 	return &mt

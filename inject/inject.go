@@ -68,7 +68,7 @@ func ReadStatus(pod *corev1.Pod) (*Status, error) {
 	}
 	var s Status
 	if err := json.Unmarshal([]byte(v), &s); err != nil {
-		return nil, fmt.Errorf("pod %s: annotation %s is not the JSON Trellis writes: %w", podRef(pod, nil), AnnotationStatus, err)
+		return nil, fmt.Errorf("pod %s: annotation %s is not the JSON Trellis writes: %w", PodRef(pod, nil), AnnotationStatus, err)
 	}
 	return &s, nil
 }
@@ -90,7 +90,7 @@ func Inject(pod *corev1.Pod, namespace *corev1.Namespace, mesh *meshv1.Mesh, cfg
 	if ok, reason := Decide(pod, namespace, mesh); !ok {
 		return pod.DeepCopy(), Report{Skipped: reason}, nil
 	}
-	ref := podRef(pod, namespace)
+	ref := PodRef(pod, namespace)
 	p, warnings, err := resolve(ref, pod, namespace, mesh, cfg)
 	if err != nil {
 		return nil, Report{}, err
@@ -405,10 +405,10 @@ func runsAs(pod *corev1.Pod, c *corev1.Container) int64 {
 	return -1
 }
 
-// podRef names a pod in messages. An admission request for a pod created by
+// PodRef names a pod in messages. An admission request for a pod created by
 // a controller has a generateName and no name yet, and may have no
-// namespace but the request's.
-func podRef(pod *corev1.Pod, namespace *corev1.Namespace) string {
+// namespace but the request's, which namespace (when not nil) gives.
+func PodRef(pod *corev1.Pod, namespace *corev1.Namespace) string {
 	name := pod.Name
 	switch {
 	case name != "":

@@ -75,7 +75,7 @@ func (in *PodInjector) handle(ctx context.Context, req admission.Request) (admis
 	if pod.Namespace == "" {
 		pod.Namespace = req.Namespace
 	}
-	logger := log.FromContext(ctx).WithValues("namespace", req.Namespace, "pod", podRefOf(pod))
+	logger := log.FromContext(ctx).WithValues("namespace", req.Namespace, "pod", inject.PodRef(pod, nil))
 	ns, err := in.namespace(ctx, req.Namespace)
 	if err != nil {
 		return admission.Errored(http.StatusInternalServerError, err), "error"
@@ -209,18 +209,11 @@ func (in *PodInjector) recordSkip(pod *corev1.Pod, ns *corev1.Namespace, mesh *m
 		regarding.TypeMeta = metav1.TypeMeta{APIVersion: owner.APIVersion, Kind: owner.Kind}
 		regarding.ObjectMeta = metav1.ObjectMeta{Namespace: ns.Name, Name: owner.Name, UID: owner.UID}
 	}
-	note := fmt.Sprintf("pod %s not injected with Mesh %s's sidecar: %s", podRefOf(pod), mesh.Name, reason)
+	note := fmt.Sprintf("pod %s not injected with Mesh %s's sidecar: %s", inject.PodRef(pod, nil), mesh.Name, reason)
 	if w := skipWarning(reason, mesh.Name); w != "" {
 		note = w
 	}
 	in.Recorder.Eventf(regarding, nil, corev1.EventTypeNormal, "InjectionSkipped", "Inject", "%s (%s)", note, reason)
-}
-
-func podRefOf(pod *corev1.Pod) string {
-	if pod.Name != "" {
-		return pod.Name
-	}
-	return pod.GenerateName + "*"
 }
 
 // SetupPodInjector registers the injector on the manager's webhook server

@@ -15,18 +15,16 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
 	"github.com/trellis-mesh/trellis/inject"
+	"github.com/trellis-mesh/trellis/kubeversion"
 	"github.com/trellis-mesh/trellis/version"
 )
 
@@ -163,14 +161,9 @@ func meshFromCluster(kubeconfig, name string) (*meshv1.Mesh, int, error) {
 	if err := c.Get(context.Background(), client.ObjectKey{Name: name}, mesh); err != nil {
 		return nil, 0, fmt.Errorf("reading Mesh %s: %w", name, err)
 	}
-	dc, err := discovery.NewDiscoveryClientForConfig(restCfg)
+	minor, err := kubeversion.Minor(restCfg)
 	if err != nil {
 		return nil, 0, err
 	}
-	v, err := dc.ServerVersion()
-	if err != nil {
-		return nil, 0, fmt.Errorf("reading the cluster's version: %w", err)
-	}
-	minor, _ := strconv.Atoi(strings.TrimRight(v.Minor, "+"))
 	return mesh, minor, nil
 }
