@@ -149,6 +149,27 @@ type loadgenResult struct {
 	ByConverter map[string]int `json:"by_converter"`
 }
 
+// waitForAnswer waits until the temperature API in namespace answers one
+// request through its Service (the API server's service proxy), which needs
+// its call to the converter to work too. Right after a rollout, kube-proxy
+// may not yet route the converter's Service, and the API's gRPC client then
+// backs off for seconds: the load test starts once the path is up.
+func waitForAnswer(t *testing.T, namespace string) {
+	t.Helper()
+	url := "/api/v1/namespaces/" + namespace + "/services/temperature-api:http/proxy/temperature?city=Oslo&unit=F"
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, err := kubectlErr("get", "--raw", url)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the temperature API in %s never answered through its Service: %v %s", namespace, err, out)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
 // loadgenSucceeded reads the load generator's result, the last line of its
 // logs, and checks that it sent at least 40 requests, all answered.
 func loadgenSucceeded(t *testing.T, logs string) loadgenResult {
@@ -169,6 +190,7 @@ func TestSampleAppServesThroughItsService(t *testing.T) {
 	for _, d := range []string{"temperature-api", "converter-v1", "converter-v2"} {
 		kubectl(t, "-n", "temperature", "rollout", "status", "deployment/"+d, "--timeout=180s")
 	}
+	waitForAnswer(t, "temperature")
 	// A pod that resolves the Service by name through CoreDNS and calls it.
 	kubectl(t, "-n", "temperature", "delete", "pod", "loadgen", "--ignore-not-found")
 	kubectl(t, "-n", "temperature", "run", "loadgen", "--restart=Never",
