@@ -180,7 +180,7 @@ func loadgenSucceeded(t *testing.T, logs string) loadgenResult {
 		t.Fatalf("load generator output %q: %v", logs, err)
 	}
 	if res.Total < 40 || res.SuccessRate < 1 {
-		t.Errorf("%d requests, success rate %.3f: want at least 40, all successful", res.Total, res.SuccessRate)
+		t.Errorf("%d requests, success rate %.3f: want at least 40, all successful; load generator said: %s", res.Total, res.SuccessRate, line)
 	}
 	return res
 }
