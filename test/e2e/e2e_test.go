@@ -5,6 +5,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -150,23 +151,29 @@ type loadgenResult struct {
 }
 
 // waitForAnswer waits until the temperature API in namespace answers one
-// request through its Service (the API server's service proxy), which needs
-// its call to the converter to work too. Right after a rollout, kube-proxy
-// may not yet route the converter's Service, and the API's gRPC client then
-// backs off for seconds: the load test starts once the path is up.
+// request at its Service's ClusterIP from this node, which goes through
+// kube-proxy's rules as a pod's request does. Right after a rollout,
+// kube-proxy may not have programmed the Service yet, and a connection to
+// it is refused: the load test starts once it has.
 func waitForAnswer(t *testing.T, namespace string) {
 	t.Helper()
-	url := "/api/v1/namespaces/" + namespace + "/services/temperature-api:http/proxy/temperature?city=Oslo&unit=F"
+	ip := kubectl(t, "-n", namespace, "get", "service", "temperature-api", "-o", "jsonpath={.spec.clusterIP}")
+	url := "http://" + ip + ":8080/temperature?city=Oslo&unit=F"
+	c := &http.Client{Timeout: 5 * time.Second}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		out, err := kubectlErr("get", "--raw", url)
+		resp, err := c.Get(url)
 		if err == nil {
-			return
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+			err = fmt.Errorf("status %s", resp.Status)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the temperature API in %s never answered through its Service: %v %s", namespace, err, out)
+			t.Fatalf("the temperature API in %s never answered at its Service %s: %v", namespace, url, err)
 		}
-		time.Sleep(time.Second)
+		time.Sleep(500 * time.Millisecond)
 	}
 }
 

@@ -87,6 +87,7 @@ func TestMeshedSampleApp(t *testing.T) {
 	})
 
 	t.Run("a Job completes with its sidecar, calling the app through both proxies", func(t *testing.T) {
+		waitForAnswer(t, meshedNamespace)
 		kubectl(t, "-n", meshedNamespace, "delete", "job", "loadgen", "--ignore-not-found", "--wait")
 		kubectl(t, "-n", meshedNamespace, "create", "job", "loadgen", "--image=ghcr.io/trellis-mesh/sample-loadgen:v0.1.0", "--",
 			"/usr/local/bin/loadgen", "--url=http://temperature-api:8080/temperature?city=Oslo&unit=F", "--rate=20", "--duration=3s")
