@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -139,8 +140,11 @@ func kubeClient(rc *rest.Config) (kubernetes.Interface, error) {
 // the route status writer behind leader election, and returns the service
 // to register. The gRPC server starts once the caches have synced, so that
 // no proxy is told a half-read cluster.
-func startDiscovery(ctx context.Context, cfg controlplane.Config, restCfg *rest.Config, mode meshv1.MTLSMode, logger *slog.Logger) (*discovery.Server, error) {
+func startDiscovery(ctx context.Context, cfg controlplane.Config, restCfg *rest.Config, mode meshv1.MTLSMode, reg prometheus.Registerer, logger *slog.Logger) (*discovery.Server, error) {
 	ix := discovery.NewIndex(discovery.Config{Mesh: cfg.Mesh, TrustDomain: cfg.TrustDomain, MTLSMode: mode})
+	if err := ix.Register(reg); err != nil {
+		return nil, fmt.Errorf("discovery metrics: %w", err)
+	}
 	c, err := discovery.NewCache(restCfg)
 	if err != nil {
 		return nil, fmt.Errorf("discovery cache: %w", err)
@@ -206,7 +210,7 @@ func run(ctx context.Context, cfg controlplane.Config, kube kubernetes.Interface
 	httpSrv := &http.Server{Addr: cfg.HTTPAddr, Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- httpSrv.ListenAndServe() }()
-	disco, err := startDiscovery(ctx, cfg, restCfg, mode, logger)
+	disco, err := startDiscovery(ctx, cfg, restCfg, mode, srv.Registry(), logger)
 	if err != nil {
 		return err
 	}

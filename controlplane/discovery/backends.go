@@ -13,14 +13,18 @@ import (
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
 )
 
-// backend is a Service port with its ready endpoints, computed once per
-// change of the Service, its slices or their pods and shared by every
-// response that holds it. A Service or port that does not exist has none.
+// backend is a Service port with its ready endpoints and its own
+// TrafficPolicy, computed once per change of the Service, its slices, their
+// pods or its policy and shared by every response that holds it. A Service
+// or port that does not exist has no endpoints.
 func (ix *Index) backend(k objKey, port int32) *controlplanev1.Backend {
 	if b := ix.backends[k][port]; b != nil {
 		return b
 	}
-	b := &controlplanev1.Backend{Service: &controlplanev1.ServiceRef{Name: k.name, Namespace: k.namespace, Port: uint32(port)}}
+	b := &controlplanev1.Backend{
+		Service: &controlplanev1.ServiceRef{Name: k.name, Namespace: k.namespace, Port: uint32(port)},
+		Policy:  ix.trafficPolicy(k),
+	}
 	if sp := servicePort(ix.services[k], port); sp != nil {
 		b.Endpoints = ix.endpoints(k, sp)
 	}

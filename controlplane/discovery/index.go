@@ -4,6 +4,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -31,6 +32,9 @@ type Config struct {
 	// ClusterDomain is the cluster's DNS domain, for destinations named
 	// name.namespace.svc.<domain>; empty means cluster.local.
 	ClusterDomain string
+	// OptionalKindPoll is how often Watch looks again for a Gateway API or
+	// Trellis kind whose CRD is not installed; 0 means 30s.
+	OptionalKindPoll time.Duration
 }
 
 // objKey names a namespaced object.
@@ -96,7 +100,8 @@ type statusKey struct {
 // Every field below mu is guarded by it. Objects are the informers' own and
 // are never modified.
 type Index struct {
-	cfg Config
+	cfg     Config
+	metrics *metrics
 
 	kick   chan struct{}
 	synced chan struct{}
@@ -158,6 +163,7 @@ func NewIndex(cfg Config) *Index {
 	}
 	return &Index{
 		cfg:             cfg,
+		metrics:         newMetrics(),
 		kick:            make(chan struct{}, 1),
 		synced:          make(chan struct{}),
 		services:        map[objKey]*corev1.Service{},
@@ -543,7 +549,7 @@ func (ix *Index) setTrafficPolicy(k objKey, tp *meshv1.TrafficPolicy, deleted bo
 	if old != nil {
 		for _, t := range policyTargets(old) {
 			removeFrom(ix.tpByTarget, t, k)
-			ix.markSvc(t, false)
+			ix.markSvc(t, true)
 			// Which policy holds t may change.
 			ix.policiesOfService(t)
 		}
@@ -556,7 +562,7 @@ func (ix *Index) setTrafficPolicy(k objKey, tp *meshv1.TrafficPolicy, deleted bo
 	ix.trafficPolicies[k] = tp
 	for _, t := range policyTargets(tp) {
 		addTo(ix.tpByTarget, t, k)
-		ix.markSvc(t, false)
+		ix.markSvc(t, true)
 		ix.policiesOfService(t)
 	}
 }
@@ -619,10 +625,10 @@ func (ix *Index) markRes(r string) {
 	}
 }
 
-// markSvc marks the outbound views that hold Service k; endpoints says
-// that its endpoints may have changed too.
-func (ix *Index) markSvc(k objKey, endpoints bool) {
-	if endpoints {
+// markSvc marks the outbound views that hold Service k; backend says that
+// its cached Backends (endpoints or TrafficPolicy) may have changed too.
+func (ix *Index) markSvc(k objKey, backend bool) {
+	if backend {
 		delete(ix.backends, k)
 	}
 	for v := range ix.viewsBySvc[k] {

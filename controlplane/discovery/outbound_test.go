@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,6 +24,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
@@ -136,6 +139,41 @@ func TestOutboundFollowsScaledDeployment(t *testing.T) {
 		t.Fatalf("got a response though nothing changed: %v", r)
 	case <-time.After(300 * time.Millisecond):
 	}
+
+	// The metrics count the three streams, what they were sent, and what
+	// the Index holds.
+	reg := prometheus.NewPedanticRegistry()
+	if err := h.ix.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.ToFloat64(h.ix.metrics.outStreams); n < 3 {
+		t.Errorf("trellis_discovery_streams{kind=outbound} = %v, want at least the test's 3", n)
+	}
+	if n := testutil.ToFloat64(h.ix.metrics.outSent); n < 5 {
+		t.Errorf("trellis_discovery_responses_sent_total{kind=outbound} = %v, want at least the 5 responses the test awaited", n)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP trellis_discovery_synced 1 once discovery holds the whole cluster state and serves streams, else 0.
+# TYPE trellis_discovery_synced gauge
+trellis_discovery_synced 1
+`), "trellis_discovery_synced"); err != nil {
+		t.Error(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	objects := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() == "trellis_discovery_objects" {
+			for _, m := range f.GetMetric() {
+				objects[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	if objects["Service"] < 1 || objects["EndpointSlice"] < 1 || objects["Pod"] < 3 {
+		t.Errorf("trellis_discovery_objects = %v, want at least this test's Service, slice and 3 pods", objects)
+	}
 }
 
 // An HTTPRoute splitting a Service's traffic 80/20 compiles to that table,
@@ -176,10 +214,29 @@ func TestHTTPRouteWeights(t *testing.T) {
 			ConnectionLimits: &meshv1.ConnectionLimits{MaxConnections: ptr.To[int32](100)},
 		},
 	}
-	create(t, h.c, route, policy)
+	// A backend's own policy governs its endpoints.
+	v2Policy := &meshv1.TrafficPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web-v2"},
+		Spec: meshv1.TrafficPolicySpec{
+			TargetRefs:       []meshv1.LocalPolicyTargetReference{{Kind: "Service", Name: "web-v2"}},
+			ConnectionLimits: &meshv1.ConnectionLimits{MaxRequestsPerConnection: ptr.To[int32](50)},
+			OutlierDetection: &meshv1.OutlierDetection{ConsecutiveErrors: ptr.To[int32](3)},
+			RetryBudget:      &meshv1.RetryBudget{MinRetriesPerSecond: ptr.To[int32](1)},
+		},
+	}
+	create(t, h.c, route, policy, v2Policy)
 
 	ch := h.outbound(t, h.client, "web."+ns+":80", ns)
-	got := await(t, ch, "the route table", func(r *controlplanev1.OutboundResponse) bool { return len(r.Routes) == 2 && r.Policy != nil })
+	got := await(t, ch, "the route table", func(r *controlplanev1.OutboundResponse) bool {
+		return len(r.Routes) == 2 && r.Policy != nil && len(r.Backends) == 3 && r.Backends[2].Policy != nil
+	})
+	webPolicy := &controlplanev1.TrafficPolicy{
+		LoadBalancer:            controlplanev1.LoadBalancer_LOAD_BALANCER_ROUND_ROBIN,
+		ConnectTimeout:          durationProto(10 * time.Second),
+		MaxConnections:          100,
+		RetryBudgetPercent:      20,
+		RetryBudgetMinPerSecond: 10,
+	}
 	web := &controlplanev1.ServiceRef{Name: "web", Namespace: ns, Port: 80}
 	v1 := &controlplanev1.ServiceRef{Name: "web-v1", Namespace: ns, Port: 80}
 	v2 := &controlplanev1.ServiceRef{Name: "web-v2", Namespace: ns, Port: 80}
@@ -188,9 +245,19 @@ func TestHTTPRouteWeights(t *testing.T) {
 		Service:  web,
 		Protocol: controlplanev1.Protocol_PROTOCOL_HTTP1,
 		Backends: []*controlplanev1.Backend{
-			{Service: web},
+			{Service: web, Policy: webPolicy},
 			{Service: v1, Endpoints: []*controlplanev1.Endpoint{{Address: "10.11.0.1:8080", Pod: "v1"}}},
-			{Service: v2, Endpoints: []*controlplanev1.Endpoint{{Address: "10.11.0.2:8080", Pod: "v2"}}},
+			{Service: v2, Endpoints: []*controlplanev1.Endpoint{{Address: "10.11.0.2:8080", Pod: "v2"}}, Policy: &controlplanev1.TrafficPolicy{
+				LoadBalancer:             controlplanev1.LoadBalancer_LOAD_BALANCER_LEAST_REQUEST,
+				ConnectTimeout:           durationProto(10 * time.Second),
+				MaxRequestsPerConnection: 50,
+				ConsecutiveErrors:        3,
+				BaseEjectionTime:         durationProto(30 * time.Second),
+				OutlierInterval:          durationProto(10 * time.Second),
+				MaxEjectionPercent:       50,
+				RetryBudgetPercent:       20,
+				RetryBudgetMinPerSecond:  1,
+			}},
 		},
 		Routes: []*controlplanev1.Route{
 			{
@@ -208,12 +275,7 @@ func TestHTTPRouteWeights(t *testing.T) {
 				Retry:          &controlplanev1.Retry{Attempts: 2, Codes: []uint32{503}, Backoff: durationProto(100 * time.Millisecond)},
 			},
 		},
-		Policy: &controlplanev1.TrafficPolicy{
-			LoadBalancer:       controlplanev1.LoadBalancer_LOAD_BALANCER_ROUND_ROBIN,
-			ConnectTimeout:     durationProto(10 * time.Second),
-			MaxConnections:     100,
-			RetryBudgetPercent: 20,
-		},
+		Policy: webPolicy,
 	}
 	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
 		t.Fatalf("compiled response (-want +got):\n%s", diff)

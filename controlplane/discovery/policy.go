@@ -66,9 +66,7 @@ func olderPolicy(a, b *meshv1.TrafficPolicy) bool {
 
 // compileTrafficPolicy turns a TrafficPolicy's spec into the proxies'
 // message. Defaults that the CRD fills in are filled in here too, for
-// objects built in Go. Fields the message does not carry
-// (maxRequestsPerConnection, outlierDetection.interval,
-// retryBudget.minRetriesPerSecond) are left out.
+// objects built in Go.
 func compileTrafficPolicy(s *meshv1.TrafficPolicySpec) *controlplanev1.TrafficPolicy {
 	out := &controlplanev1.TrafficPolicy{LoadBalancer: controlplanev1.LoadBalancer_LOAD_BALANCER_LEAST_REQUEST}
 	switch s.LoadBalancer {
@@ -84,18 +82,25 @@ func compileTrafficPolicy(s *meshv1.TrafficPolicySpec) *controlplanev1.TrafficPo
 	if l := s.ConnectionLimits; l != nil {
 		out.MaxConnections = positive(l.MaxConnections, 0)
 		out.MaxPendingRequests = positive(l.MaxPendingRequests, 0)
+		out.MaxRequestsPerConnection = positive(l.MaxRequestsPerConnection, 0)
 	}
 	if o := s.OutlierDetection; o != nil {
 		out.ConsecutiveErrors = positive(o.ConsecutiveErrors, 5)
 		out.BaseEjectionTime = duration(o.BaseEjectionTime.Duration, 30*time.Second)
+		out.OutlierInterval = duration(o.Interval.Duration, 10*time.Second)
 		out.MaxEjectionPercent = 50
 		if o.MaxEjectionPercent != nil {
 			out.MaxEjectionPercent = uint32(max(0, *o.MaxEjectionPercent))
 		}
 	}
-	out.RetryBudgetPercent = 20
-	if b := s.RetryBudget; b != nil && b.Percent != nil {
-		out.RetryBudgetPercent = uint32(max(0, *b.Percent))
+	out.RetryBudgetPercent, out.RetryBudgetMinPerSecond = 20, 10
+	if b := s.RetryBudget; b != nil {
+		if b.Percent != nil {
+			out.RetryBudgetPercent = uint32(max(0, *b.Percent))
+		}
+		if b.MinRetriesPerSecond != nil {
+			out.RetryBudgetMinPerSecond = uint32(max(0, *b.MinRetriesPerSecond))
+		}
 	}
 	return out
 }

@@ -68,17 +68,8 @@ func startCluster() error {
 		return err
 	}
 	suite.env = env
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
-	if err != nil {
-		return fmt.Errorf("locating the Gateway API module: %w", err)
-	}
-	dir := filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "experimental")
-	var paths []string
-	for _, kind := range []string{"httproutes", "grpcroutes", "referencegrants"} {
-		paths = append(paths, filepath.Join(dir, "gateway.networking.k8s.io_"+kind+".yaml"))
-	}
-	if _, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{Paths: paths, ErrorIfPathMissing: true}); err != nil {
-		return fmt.Errorf("installing the Gateway API CRDs: %w", err)
+	if err := installGatewayCRDs(cfg, "httproutes", "grpcroutes", "referencegrants"); err != nil {
+		return err
 	}
 	cfg.QPS, cfg.Burst = 1000, 2000
 	c, err := client.New(cfg, client.Options{Scheme: Scheme()})
@@ -86,6 +77,25 @@ func startCluster() error {
 		return err
 	}
 	suite.cfg, suite.client = cfg, c
+	return nil
+}
+
+// installGatewayCRDs installs the Gateway API's CRDs of the given
+// resources (experimental channel), from the module this project builds
+// against.
+func installGatewayCRDs(cfg *rest.Config, resources ...string) error {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
+	if err != nil {
+		return fmt.Errorf("locating the Gateway API module: %w", err)
+	}
+	dir := filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "experimental")
+	var paths []string
+	for _, r := range resources {
+		paths = append(paths, filepath.Join(dir, "gateway.networking.k8s.io_"+r+".yaml"))
+	}
+	if _, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{Paths: paths, ErrorIfPathMissing: true}); err != nil {
+		return fmt.Errorf("installing the Gateway API CRDs: %w", err)
+	}
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -74,6 +75,7 @@ func (ix *Index) Run(ctx context.Context) {
 
 func (ix *Index) flush() {
 	var pubs []func()
+	start := time.Now()
 	ix.mu.Lock()
 	memo := map[memoKey]memoEntry{}
 	for v := range ix.dirtyOut {
@@ -82,6 +84,7 @@ func (ix *Index) flush() {
 			pubs = append(pubs, func() { v.feed.publish(version, cur) })
 		}
 	}
+	ix.metrics.outRecomputed.Add(float64(len(ix.dirtyOut)))
 	clear(ix.dirtyOut)
 	for v := range ix.dirtyIn {
 		if ix.recomputeIn(v) {
@@ -89,11 +92,13 @@ func (ix *Index) flush() {
 			pubs = append(pubs, func() { v.feed.publish(version, cur) })
 		}
 	}
+	ix.metrics.inRecomp.Add(float64(len(ix.dirtyIn)))
 	clear(ix.dirtyIn)
 	ix.mu.Unlock()
 	for _, publish := range pubs {
 		publish()
 	}
+	ix.metrics.round.Observe(time.Since(start).Seconds())
 }
 
 // watchOutbound subscribes to a destination as seen from a namespace. The
@@ -226,12 +231,13 @@ func (ix *Index) computeOut(v *outView, memo map[memoKey]memoEntry) (resp *contr
 		ref := &controlplanev1.ServiceRef{Name: r.svc.name, Namespace: r.svc.namespace, Port: uint32(r.port.Port)}
 		p, _ := protocolFor(r.port.AppProtocol, r.port.Name)
 		ep := ix.endpoint(r.svc.namespace, r.address, r.endpoint)
+		policy := ix.trafficPolicy(r.svc)
 		return &controlplanev1.OutboundResponse{
 			Known:    true,
 			Service:  ref,
 			Protocol: p,
-			Backends: []*controlplanev1.Backend{{Service: ref, Endpoints: []*controlplanev1.Endpoint{ep}}},
-			Policy:   ix.trafficPolicy(r.svc),
+			Backends: []*controlplanev1.Backend{{Service: ref, Endpoints: []*controlplanev1.Endpoint{ep}, Policy: policy}},
+			Policy:   policy,
 		}, resKey, []objKey{r.svc}
 	case podDestination:
 		pod := ix.pods[r.pod]

@@ -3,6 +3,8 @@ package discovery
 import (
 	"context"
 	"fmt"
+	"reflect"
+	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -69,12 +71,77 @@ var watched = []struct {
 
 // Watch has c's informers feed the Index, and marks the Index synced once
 // each has delivered its initial list. A Gateway API or Trellis policy kind
-// whose CRD is not installed is skipped, with a log line: discovery then
-// works without it until the control plane restarts. Call Watch before
-// starting c.
+// whose CRD is not installed is looked for again every
+// Config.OptionalKindPoll until it is, so that installing the Gateway API
+// after the mesh needs no restart; until then discovery works without it.
+// Call Watch before starting c.
 func (ix *Index) Watch(ctx context.Context, c cache.Cache) error {
 	log := logr.FromContextOrDiscard(ctx).WithName("discovery")
-	handler := toolscache.ResourceEventHandlerFuncs{
+	var synced []toolscache.InformerSynced
+	var missing []client.Object
+	for _, w := range watched {
+		reg, err := ix.watchKind(ctx, c, w.obj)
+		if err != nil {
+			if w.optional && meta.IsNoMatchError(err) {
+				log.Info("Kind not installed in the cluster; discovery works without it until its CRD is", "kind", kindName(w.obj))
+				missing = append(missing, w.obj)
+				continue
+			}
+			return fmt.Errorf("watching %s: %w", kindName(w.obj), err)
+		}
+		synced = append(synced, reg.HasSynced)
+	}
+	go func() {
+		if toolscache.WaitForCacheSync(ctx.Done(), synced...) {
+			log.Info("Discovery has the cluster state")
+			ix.MarkSynced()
+		}
+	}()
+	if len(missing) > 0 {
+		go ix.watchLateKinds(ctx, c, missing)
+	}
+	return nil
+}
+
+// watchLateKinds looks for the kinds whose CRDs were missing until each is
+// installed, and watches it from then on. The cache's REST mapper finds a
+// new kind on its own once the API server serves it.
+func (ix *Index) watchLateKinds(ctx context.Context, c cache.Cache, missing []client.Object) {
+	log := logr.FromContextOrDiscard(ctx).WithName("discovery")
+	poll := ix.cfg.OptionalKindPoll
+	if poll <= 0 {
+		poll = 30 * time.Second
+	}
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for len(missing) > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		still := missing[:0]
+		for _, obj := range missing {
+			if _, err := ix.watchKind(ctx, c, obj); err != nil {
+				if !meta.IsNoMatchError(err) {
+					log.Error(err, "Watching a newly installed kind failed; trying again", "kind", kindName(obj))
+				}
+				still = append(still, obj)
+				continue
+			}
+			log.Info("Kind now installed in the cluster; discovery watches it", "kind", kindName(obj))
+		}
+		missing = still
+	}
+}
+
+// watchKind has the informer of obj's kind feed the Index.
+func (ix *Index) watchKind(ctx context.Context, c cache.Cache, obj client.Object) (toolscache.ResourceEventHandlerRegistration, error) {
+	inf, err := c.GetInformer(ctx, obj, cache.BlockUntilSynced(false))
+	if err != nil {
+		return nil, err
+	}
+	return inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
 			if o, ok := obj.(client.Object); ok {
 				ix.Upsert(o)
@@ -93,30 +160,16 @@ func (ix *Index) Watch(ctx context.Context, c cache.Cache) error {
 				ix.Delete(o)
 			}
 		},
+	})
+}
+
+// kindName is the Go type's name of obj, which is its kind.
+func kindName(obj client.Object) string {
+	t := reflect.TypeOf(obj)
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
 	}
-	var synced []toolscache.InformerSynced
-	for _, w := range watched {
-		inf, err := c.GetInformer(ctx, w.obj, cache.BlockUntilSynced(false))
-		if err != nil {
-			if w.optional && meta.IsNoMatchError(err) {
-				log.Info("Kind not installed in the cluster; discovery works without it until restarted", "kind", fmt.Sprintf("%T", w.obj))
-				continue
-			}
-			return fmt.Errorf("watching %T: %w", w.obj, err)
-		}
-		reg, err := inf.AddEventHandler(handler)
-		if err != nil {
-			return fmt.Errorf("watching %T: %w", w.obj, err)
-		}
-		synced = append(synced, reg.HasSynced)
-	}
-	go func() {
-		if toolscache.WaitForCacheSync(ctx.Done(), synced...) {
-			log.Info("Discovery has the cluster state")
-			ix.MarkSynced()
-		}
-	}()
-	return nil
+	return t.Name()
 }
 
 // slimPod keeps of a pod what discovery reads: identity (ServiceAccount,

@@ -362,9 +362,13 @@ type OutboundResponse struct {
 	// first, each with its ready endpoints.
 	Backends []*Backend `protobuf:"bytes,4,rep,name=backends,proto3" json:"backends,omitempty"`
 	// routes are tried in order; the first whose match holds decides. With
-	// none, or none matching, requests go to backends[0].
+	// none, every request goes to backends[0]. With some, a request that none
+	// matches is answered 404 (gRPC: UNIMPLEMENTED), as the Gateway API says.
 	Routes []*Route `protobuf:"bytes,5,rep,name=routes,proto3" json:"routes,omitempty"`
-	// policy applies to every request to this destination.
+	// policy is the destination Service's TrafficPolicy: its request_timeout
+	// and retry budget apply to every request sent to this destination,
+	// whichever backend a route passes it on to. Unset: the defaults (no
+	// request timeout; 20% plus 10 retries per second).
 	Policy        *TrafficPolicy `protobuf:"bytes,6,opt,name=policy,proto3" json:"policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -505,9 +509,13 @@ func (x *ServiceRef) GetPort() uint32 {
 
 // Backend is a Service port with its endpoints.
 type Backend struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Service       *ServiceRef            `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
-	Endpoints     []*Endpoint            `protobuf:"bytes,2,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Service   *ServiceRef            `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Endpoints []*Endpoint            `protobuf:"bytes,2,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	// policy is the backend Service's own TrafficPolicy: its load_balancer,
+	// connect_timeout, connection limits and outlier detection govern how
+	// these endpoints are picked and guarded. Unset: the defaults.
+	Policy        *TrafficPolicy `protobuf:"bytes,3,opt,name=policy,proto3" json:"policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -552,6 +560,13 @@ func (x *Backend) GetService() *ServiceRef {
 func (x *Backend) GetEndpoints() []*Endpoint {
 	if x != nil {
 		return x.Endpoints
+	}
+	return nil
+}
+
+func (x *Backend) GetPolicy() *TrafficPolicy {
+	if x != nil {
+		return x.Policy
 	}
 	return nil
 }
@@ -1312,10 +1327,18 @@ type TrafficPolicy struct {
 	BaseEjectionTime  *durationpb.Duration `protobuf:"bytes,7,opt,name=base_ejection_time,json=baseEjectionTime,proto3" json:"base_ejection_time,omitempty"`
 	// max_ejection_percent bounds the share of endpoints ejected at once.
 	MaxEjectionPercent uint32 `protobuf:"varint,8,opt,name=max_ejection_percent,json=maxEjectionPercent,proto3" json:"max_ejection_percent,omitempty"`
-	// retry_budget_percent bounds retries to this share of requests.
+	// retry_budget_percent bounds retries to this share of the requests of
+	// the last 10 seconds, plus retry_budget_min_per_second.
 	RetryBudgetPercent uint32 `protobuf:"varint,9,opt,name=retry_budget_percent,json=retryBudgetPercent,proto3" json:"retry_budget_percent,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// max_requests_per_connection closes a connection after that many
+	// requests; 0: no bound.
+	MaxRequestsPerConnection uint32 `protobuf:"varint,10,opt,name=max_requests_per_connection,json=maxRequestsPerConnection,proto3" json:"max_requests_per_connection,omitempty"`
+	// outlier_interval is how often ejections are reviewed: an ejected
+	// endpoint returns at the first review after its ejection time.
+	OutlierInterval         *durationpb.Duration `protobuf:"bytes,11,opt,name=outlier_interval,json=outlierInterval,proto3" json:"outlier_interval,omitempty"`
+	RetryBudgetMinPerSecond uint32               `protobuf:"varint,12,opt,name=retry_budget_min_per_second,json=retryBudgetMinPerSecond,proto3" json:"retry_budget_min_per_second,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *TrafficPolicy) Reset() {
@@ -1407,6 +1430,27 @@ func (x *TrafficPolicy) GetMaxEjectionPercent() uint32 {
 func (x *TrafficPolicy) GetRetryBudgetPercent() uint32 {
 	if x != nil {
 		return x.RetryBudgetPercent
+	}
+	return 0
+}
+
+func (x *TrafficPolicy) GetMaxRequestsPerConnection() uint32 {
+	if x != nil {
+		return x.MaxRequestsPerConnection
+	}
+	return 0
+}
+
+func (x *TrafficPolicy) GetOutlierInterval() *durationpb.Duration {
+	if x != nil {
+		return x.OutlierInterval
+	}
+	return nil
+}
+
+func (x *TrafficPolicy) GetRetryBudgetMinPerSecond() uint32 {
+	if x != nil {
+		return x.RetryBudgetMinPerSecond
 	}
 	return 0
 }
@@ -1762,10 +1806,11 @@ const file_trellis_controlplane_v1_discovery_proto_rawDesc = "" +
 	"ServiceRef\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
-	"\x04port\x18\x03 \x01(\rR\x04port\"\x89\x01\n" +
+	"\x04port\x18\x03 \x01(\rR\x04port\"\xc9\x01\n" +
 	"\aBackend\x12=\n" +
 	"\aservice\x18\x01 \x01(\v2#.trellis.controlplane.v1.ServiceRefR\aservice\x12?\n" +
-	"\tendpoints\x18\x02 \x03(\v2!.trellis.controlplane.v1.EndpointR\tendpoints\"z\n" +
+	"\tendpoints\x18\x02 \x03(\v2!.trellis.controlplane.v1.EndpointR\tendpoints\x12>\n" +
+	"\x06policy\x18\x03 \x01(\v2&.trellis.controlplane.v1.TrafficPolicyR\x06policy\"z\n" +
 	"\bEndpoint\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x12\x10\n" +
@@ -1837,7 +1882,7 @@ const file_trellis_controlplane_v1_discovery_proto_rawDesc = "" +
 	"\x05Retry\x12\x1a\n" +
 	"\battempts\x18\x01 \x01(\rR\battempts\x12\x14\n" +
 	"\x05codes\x18\x02 \x03(\rR\x05codes\x123\n" +
-	"\abackoff\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\abackoff\"\x9a\x04\n" +
+	"\abackoff\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\abackoff\"\xdd\x05\n" +
 	"\rTrafficPolicy\x12J\n" +
 	"\rload_balancer\x18\x01 \x01(\x0e2%.trellis.controlplane.v1.LoadBalancerR\floadBalancer\x12B\n" +
 	"\x0fconnect_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0econnectTimeout\x12B\n" +
@@ -1847,7 +1892,11 @@ const file_trellis_controlplane_v1_discovery_proto_rawDesc = "" +
 	"\x12consecutive_errors\x18\x06 \x01(\rR\x11consecutiveErrors\x12G\n" +
 	"\x12base_ejection_time\x18\a \x01(\v2\x19.google.protobuf.DurationR\x10baseEjectionTime\x120\n" +
 	"\x14max_ejection_percent\x18\b \x01(\rR\x12maxEjectionPercent\x120\n" +
-	"\x14retry_budget_percent\x18\t \x01(\rR\x12retryBudgetPercent\"@\n" +
+	"\x14retry_budget_percent\x18\t \x01(\rR\x12retryBudgetPercent\x12=\n" +
+	"\x1bmax_requests_per_connection\x18\n" +
+	" \x01(\rR\x18maxRequestsPerConnection\x12D\n" +
+	"\x10outlier_interval\x18\v \x01(\v2\x19.google.protobuf.DurationR\x0foutlierInterval\x12<\n" +
+	"\x1bretry_budget_min_per_second\x18\f \x01(\rR\x17retryBudgetMinPerSecond\"@\n" +
 	"\x0eInboundRequest\x12\x10\n" +
 	"\x03pod\x18\x01 \x01(\tR\x03pod\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\"\xdb\x01\n" +
@@ -1943,41 +1992,43 @@ var file_trellis_controlplane_v1_discovery_proto_depIdxs = []int32{
 	19, // 4: trellis.controlplane.v1.OutboundResponse.policy:type_name -> trellis.controlplane.v1.TrafficPolicy
 	7,  // 5: trellis.controlplane.v1.Backend.service:type_name -> trellis.controlplane.v1.ServiceRef
 	9,  // 6: trellis.controlplane.v1.Backend.endpoints:type_name -> trellis.controlplane.v1.Endpoint
-	11, // 7: trellis.controlplane.v1.Route.matches:type_name -> trellis.controlplane.v1.Match
-	14, // 8: trellis.controlplane.v1.Route.backends:type_name -> trellis.controlplane.v1.WeightedBackend
-	15, // 9: trellis.controlplane.v1.Route.request_headers:type_name -> trellis.controlplane.v1.HeaderModifier
-	15, // 10: trellis.controlplane.v1.Route.response_headers:type_name -> trellis.controlplane.v1.HeaderModifier
-	16, // 11: trellis.controlplane.v1.Route.redirect:type_name -> trellis.controlplane.v1.Redirect
-	17, // 12: trellis.controlplane.v1.Route.rewrite:type_name -> trellis.controlplane.v1.Rewrite
-	25, // 13: trellis.controlplane.v1.Route.timeout:type_name -> google.protobuf.Duration
-	18, // 14: trellis.controlplane.v1.Route.retry:type_name -> trellis.controlplane.v1.Retry
-	12, // 15: trellis.controlplane.v1.Match.path:type_name -> trellis.controlplane.v1.PathMatch
-	13, // 16: trellis.controlplane.v1.Match.headers:type_name -> trellis.controlplane.v1.HeaderMatch
-	13, // 17: trellis.controlplane.v1.Match.query_params:type_name -> trellis.controlplane.v1.HeaderMatch
-	3,  // 18: trellis.controlplane.v1.PathMatch.kind:type_name -> trellis.controlplane.v1.PathMatch.Kind
-	15, // 19: trellis.controlplane.v1.WeightedBackend.request_headers:type_name -> trellis.controlplane.v1.HeaderModifier
-	15, // 20: trellis.controlplane.v1.WeightedBackend.response_headers:type_name -> trellis.controlplane.v1.HeaderModifier
-	4,  // 21: trellis.controlplane.v1.HeaderModifier.action:type_name -> trellis.controlplane.v1.HeaderModifier.Action
-	25, // 22: trellis.controlplane.v1.Retry.backoff:type_name -> google.protobuf.Duration
-	1,  // 23: trellis.controlplane.v1.TrafficPolicy.load_balancer:type_name -> trellis.controlplane.v1.LoadBalancer
-	25, // 24: trellis.controlplane.v1.TrafficPolicy.connect_timeout:type_name -> google.protobuf.Duration
-	25, // 25: trellis.controlplane.v1.TrafficPolicy.request_timeout:type_name -> google.protobuf.Duration
-	25, // 26: trellis.controlplane.v1.TrafficPolicy.base_ejection_time:type_name -> google.protobuf.Duration
-	22, // 27: trellis.controlplane.v1.InboundResponse.ports:type_name -> trellis.controlplane.v1.InboundPort
-	2,  // 28: trellis.controlplane.v1.InboundResponse.mtls_mode:type_name -> trellis.controlplane.v1.MTLSMode
-	23, // 29: trellis.controlplane.v1.InboundResponse.authorization:type_name -> trellis.controlplane.v1.Authorization
-	0,  // 30: trellis.controlplane.v1.InboundPort.protocol:type_name -> trellis.controlplane.v1.Protocol
-	24, // 31: trellis.controlplane.v1.Authorization.deny:type_name -> trellis.controlplane.v1.AuthorizationRule
-	24, // 32: trellis.controlplane.v1.Authorization.allow:type_name -> trellis.controlplane.v1.AuthorizationRule
-	5,  // 33: trellis.controlplane.v1.DiscoveryService.Outbound:input_type -> trellis.controlplane.v1.OutboundRequest
-	20, // 34: trellis.controlplane.v1.DiscoveryService.Inbound:input_type -> trellis.controlplane.v1.InboundRequest
-	6,  // 35: trellis.controlplane.v1.DiscoveryService.Outbound:output_type -> trellis.controlplane.v1.OutboundResponse
-	21, // 36: trellis.controlplane.v1.DiscoveryService.Inbound:output_type -> trellis.controlplane.v1.InboundResponse
-	35, // [35:37] is the sub-list for method output_type
-	33, // [33:35] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	19, // 7: trellis.controlplane.v1.Backend.policy:type_name -> trellis.controlplane.v1.TrafficPolicy
+	11, // 8: trellis.controlplane.v1.Route.matches:type_name -> trellis.controlplane.v1.Match
+	14, // 9: trellis.controlplane.v1.Route.backends:type_name -> trellis.controlplane.v1.WeightedBackend
+	15, // 10: trellis.controlplane.v1.Route.request_headers:type_name -> trellis.controlplane.v1.HeaderModifier
+	15, // 11: trellis.controlplane.v1.Route.response_headers:type_name -> trellis.controlplane.v1.HeaderModifier
+	16, // 12: trellis.controlplane.v1.Route.redirect:type_name -> trellis.controlplane.v1.Redirect
+	17, // 13: trellis.controlplane.v1.Route.rewrite:type_name -> trellis.controlplane.v1.Rewrite
+	25, // 14: trellis.controlplane.v1.Route.timeout:type_name -> google.protobuf.Duration
+	18, // 15: trellis.controlplane.v1.Route.retry:type_name -> trellis.controlplane.v1.Retry
+	12, // 16: trellis.controlplane.v1.Match.path:type_name -> trellis.controlplane.v1.PathMatch
+	13, // 17: trellis.controlplane.v1.Match.headers:type_name -> trellis.controlplane.v1.HeaderMatch
+	13, // 18: trellis.controlplane.v1.Match.query_params:type_name -> trellis.controlplane.v1.HeaderMatch
+	3,  // 19: trellis.controlplane.v1.PathMatch.kind:type_name -> trellis.controlplane.v1.PathMatch.Kind
+	15, // 20: trellis.controlplane.v1.WeightedBackend.request_headers:type_name -> trellis.controlplane.v1.HeaderModifier
+	15, // 21: trellis.controlplane.v1.WeightedBackend.response_headers:type_name -> trellis.controlplane.v1.HeaderModifier
+	4,  // 22: trellis.controlplane.v1.HeaderModifier.action:type_name -> trellis.controlplane.v1.HeaderModifier.Action
+	25, // 23: trellis.controlplane.v1.Retry.backoff:type_name -> google.protobuf.Duration
+	1,  // 24: trellis.controlplane.v1.TrafficPolicy.load_balancer:type_name -> trellis.controlplane.v1.LoadBalancer
+	25, // 25: trellis.controlplane.v1.TrafficPolicy.connect_timeout:type_name -> google.protobuf.Duration
+	25, // 26: trellis.controlplane.v1.TrafficPolicy.request_timeout:type_name -> google.protobuf.Duration
+	25, // 27: trellis.controlplane.v1.TrafficPolicy.base_ejection_time:type_name -> google.protobuf.Duration
+	25, // 28: trellis.controlplane.v1.TrafficPolicy.outlier_interval:type_name -> google.protobuf.Duration
+	22, // 29: trellis.controlplane.v1.InboundResponse.ports:type_name -> trellis.controlplane.v1.InboundPort
+	2,  // 30: trellis.controlplane.v1.InboundResponse.mtls_mode:type_name -> trellis.controlplane.v1.MTLSMode
+	23, // 31: trellis.controlplane.v1.InboundResponse.authorization:type_name -> trellis.controlplane.v1.Authorization
+	0,  // 32: trellis.controlplane.v1.InboundPort.protocol:type_name -> trellis.controlplane.v1.Protocol
+	24, // 33: trellis.controlplane.v1.Authorization.deny:type_name -> trellis.controlplane.v1.AuthorizationRule
+	24, // 34: trellis.controlplane.v1.Authorization.allow:type_name -> trellis.controlplane.v1.AuthorizationRule
+	5,  // 35: trellis.controlplane.v1.DiscoveryService.Outbound:input_type -> trellis.controlplane.v1.OutboundRequest
+	20, // 36: trellis.controlplane.v1.DiscoveryService.Inbound:input_type -> trellis.controlplane.v1.InboundRequest
+	6,  // 37: trellis.controlplane.v1.DiscoveryService.Outbound:output_type -> trellis.controlplane.v1.OutboundResponse
+	21, // 38: trellis.controlplane.v1.DiscoveryService.Inbound:output_type -> trellis.controlplane.v1.InboundResponse
+	37, // [37:39] is the sub-list for method output_type
+	35, // [35:37] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_trellis_controlplane_v1_discovery_proto_init() }
