@@ -105,6 +105,14 @@ bench-controlplane: envtest-assets ## Control plane at scale: 5k Services, 50k e
 	KUBEBUILDER_ASSETS="$$(hack/build-k8s.sh kube-apiserver etcd kubectl | tail -n1)" \
 		go test ./controlplane -run '^$$' -bench BenchmarkCertify -benchtime 2000x -count=1
 
+# Overrides for bench-proxy, e.g. BENCH_PROXY_FLAGS='-duration 3s -max-duration 3s -scenarios "direct,haproxy 1 hop"'.
+BENCH_PROXY_FLAGS ?=
+
+.PHONY: bench-proxy
+bench-proxy: ## The proxy against HAProxy under the same load (root): p50/p99/p99.9 at 1000 req/s, CPU and RSS of the proxies, max req/s.
+	@hack/bench-tools.sh >&2
+	go run ./test/bench/proxybench -fortio $(LOCALBIN)/fortio $(BENCH_PROXY_FLAGS)
+
 ##@ Local cluster and end-to-end tests
 
 # Every binary the local cluster runs, built from the Go module proxy.

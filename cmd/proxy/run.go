@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -21,17 +22,26 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/trellis-mesh/trellis/inject"
+	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
 	"github.com/trellis-mesh/trellis/proxy/admin"
 	"github.com/trellis-mesh/trellis/proxy/appprobe"
 	"github.com/trellis-mesh/trellis/proxy/forward"
 )
 
-const runSynopsis = `Runs the proxy: forwards the connections that proxy init redirects to
-their original destinations, and serves /ready, /live, /metrics, /shutdown
-and the app's probes (/app-health/...) on the admin address. On SIGTERM
-(or POST /shutdown from inside the pod) it stops accepting connections,
-answers 503 on /ready, lets open connections finish for up to
---drain-timeout, and exits 0.
+const runSynopsis = `Runs the proxy: takes the connections that proxy init redirects to it,
+and serves /ready, /live, /metrics, /shutdown and the app's probes
+(/app-health/...) on the admin address.
+
+With a control plane (TRELLIS_CONTROL_PLANE, or --control-plane), it gets
+the pod's certificate with the pod's token, is ready once it holds one,
+asks the control plane about each destination the app dials, and carries
+mesh traffic in mutual TLS, balanced across endpoints and routed by the
+Service's routes. Destinations outside the mesh are reached as they are.
+Without one, it relays every connection to its original destination.
+
+On SIGTERM (or POST /shutdown from inside the pod) it stops accepting
+connections, answers 503 on /ready, lets open connections and requests
+finish for up to --drain-timeout, and exits 0.
 
 The pod's details come from TRELLIS_* environment variables, which the
 injector sets.`
@@ -42,6 +52,20 @@ type runConfig struct {
 	admin             string
 	drainTimeout      time.Duration
 	connectTimeout    time.Duration
+	detectTimeout     time.Duration
+	opaquePorts       portList
+
+	// The control plane and the pod's identity.
+	controlPlane     string
+	controlPlaneName string
+	tokenFile        string
+	trustBundleFile  string
+	namespace        string
+	podName          string
+	serviceAccount   string
+	trustDomain      string
+	mtlsMode         controlplanev1.MTLSMode
+	pprof            bool
 
 	logLevel  slog.Level
 	accessLog bool
@@ -64,7 +88,14 @@ func parseRunFlags(args []string, getenv func(string) string, stdout, stderr io.
 	fs.Var(&c.inbound, "inbound-addr", "comma-separated addresses of the inbound listener; an IPv6 one is skipped when the pod has no IPv6")
 	fs.StringVar(&c.admin, "admin-addr", ":"+strconv.Itoa(inject.AdminPort), "address of the admin endpoint; an empty host means every address of both families")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 5*time.Second, "how long open connections may take to finish after SIGTERM")
-	fs.DurationVar(&c.connectTimeout, "connect-timeout", 10*time.Second, "how long connecting to a destination may take")
+	fs.DurationVar(&c.connectTimeout, "connect-timeout", 10*time.Second, "how long connecting to a destination may take, where no TrafficPolicy says")
+	fs.DurationVar(&c.detectTimeout, "detect-timeout", time.Second, "how long to wait for a client's first bytes to tell its protocol before taking it as opaque TCP")
+	fs.Var(&c.opaquePorts, "opaque-ports", "comma-separated destination ports whose servers speak first (such as 3306 for MySQL): no protocol detection on them")
+	fs.StringVar(&c.controlPlane, "control-plane", "", "the control plane's gRPC address, host:port (default: $"+inject.EnvControlPlane+"); none: relay every connection as it is")
+	fs.StringVar(&c.controlPlaneName, "control-plane-name", "", "the name the control plane's certificate must hold (default: the host of its address)")
+	fs.StringVar(&c.tokenFile, "token-file", inject.TokenDir+"/"+inject.TokenFile, "the pod's projected ServiceAccount token, audience "+inject.TokenAudience)
+	fs.StringVar(&c.trustBundleFile, "trust-bundle-file", inject.TrustBundleDir+"/"+inject.TrustBundleFile, "the mesh's roots, PEM")
+	fs.BoolVar(&c.pprof, "pprof", false, "serve Go's profiles on the admin address under /debug/pprof/")
 	if err := parse(fs, args, stdout, stderr); err != nil {
 		return runConfig{}, err
 	}
@@ -107,8 +138,33 @@ func (c *runConfig) loadEnv(getenv func(string) string) error {
 			return fmt.Errorf("%s is not the JSON of the app's probes that the injector writes (%w); re-inject the pod, or remove the variable to relay no probes", inject.EnvAppProbes, err)
 		}
 	}
-	if m := getenv(inject.EnvMTLSMode); m == "Strict" {
-		c.warnings = append(c.warnings, fmt.Sprintf("%s=Strict, but this proxy version forwards plain TCP and does not enforce mTLS yet", inject.EnvMTLSMode))
+	switch m := getenv(inject.EnvMTLSMode); m {
+	case "Strict":
+		c.mtlsMode = controlplanev1.MTLSMode_MTLS_MODE_STRICT
+	case "", "Permissive":
+		c.mtlsMode = controlplanev1.MTLSMode_MTLS_MODE_PERMISSIVE
+	default:
+		c.mtlsMode = controlplanev1.MTLSMode_MTLS_MODE_PERMISSIVE
+		c.warnings = append(c.warnings, fmt.Sprintf("%s=%q is not Permissive or Strict; Permissive until the control plane says", inject.EnvMTLSMode, m))
+	}
+	if c.controlPlane == "" {
+		c.controlPlane = getenv(inject.EnvControlPlane)
+	}
+	c.namespace, c.podName = getenv(inject.EnvPodNamespace), getenv(inject.EnvPodName)
+	c.serviceAccount, c.trustDomain = getenv(inject.EnvServiceAccount), getenv(inject.EnvTrustDomain)
+	if c.controlPlane != "" {
+		var missing []string
+		for _, kv := range [][2]string{
+			{inject.EnvPodNamespace, c.namespace}, {inject.EnvPodName, c.podName},
+			{inject.EnvServiceAccount, c.serviceAccount}, {inject.EnvTrustDomain, c.trustDomain},
+		} {
+			if kv[1] == "" {
+				missing = append(missing, kv[0])
+			}
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("a control plane is set (%s), but %s not: the proxy needs them for its identity; re-inject the pod", c.controlPlane, strings.Join(missing, ", ")+" are")
+		}
 	}
 	for _, kv := range []struct{ key, env string }{
 		{"pod", inject.EnvPodName},
@@ -163,6 +219,22 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger, accessOut io.Writ
 	if cfg.accessLog {
 		access = slog.New(slog.NewJSONHandler(accessOut, nil))
 	}
+
+	// The mesh: identity, discovery and the data plane, when there is a
+	// control plane to ask.
+	ctx, cancelMesh := context.WithCancel(ctx)
+	defer cancelMesh()
+	var mesh *meshParts
+	if cfg.controlPlane != "" {
+		var err error
+		if mesh, err = startMesh(ctx, cfg, reg, log); err != nil {
+			return err
+		}
+		defer mesh.close()
+	} else {
+		log.Warn("no control plane is set: relaying every connection as it is, without mutual TLS", "env", inject.EnvControlPlane)
+	}
+
 	forwarders := []struct {
 		name  string
 		addrs addrList
@@ -174,7 +246,15 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger, accessOut io.Writ
 	var listeners [][]net.Listener
 	for i := range forwarders {
 		fw := &forwarders[i]
+		var handler forward.Handler
+		if mesh != nil {
+			handler = mesh.dp.Outbound
+			if fw.name == "inbound" {
+				handler = mesh.dp.Inbound
+			}
+		}
 		fw.f = forward.New(forward.Direction(fw.name), forward.Options{
+			Handler:        handler,
 			ConnectTimeout: cfg.connectTimeout,
 			Log:            log,
 			AccessLog:      access,
@@ -195,6 +275,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger, accessOut io.Writ
 		Prober:   appprobe.New(cfg.podIP),
 		Shutdown: func() { close(shutdown) },
 		Log:      log,
+		Pprof:    cfg.pprof,
 	})
 	adminLn, err := net.Listen("tcp", cfg.admin)
 	if err != nil {
@@ -219,8 +300,20 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger, accessOut io.Writ
 			}()
 		}
 	}
-	adm.SetReady()
-	log.Info("proxy ready")
+	if mesh == nil {
+		adm.SetReady()
+		log.Info("proxy ready")
+	} else {
+		adm.SetNotReady("waiting for the workload certificate from the control plane")
+		go func() {
+			select {
+			case <-mesh.id.Ready():
+				adm.SetReady()
+				log.Info("proxy ready", "identity", mesh.id.ID(), "certificateNotAfter", mesh.id.NotAfter())
+			case <-ctx.Done():
+			}
+		}()
+	}
 
 	var runErr error
 	select {
@@ -235,6 +328,13 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger, accessOut io.Writ
 	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.drainTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
+	if mesh != nil {
+		wg.Go(func() {
+			if err := mesh.dp.Shutdown(drainCtx); err != nil {
+				log.Warn("the drain of HTTP connections timed out", "error", err)
+			}
+		})
+	}
 	for _, fw := range forwarders {
 		wg.Go(func() {
 			if err := fw.f.Shutdown(drainCtx); err != nil {

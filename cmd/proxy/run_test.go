@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/trellis-mesh/trellis/inject"
+	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
 )
 
 func TestParseRunFlags(t *testing.T) {
@@ -36,12 +37,16 @@ func TestParseRunFlags(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := runConfig{
-			outbound:       addrList{"0.0.0.0:15001", "[::]:15001"},
-			inbound:        addrList{"0.0.0.0:15006", "[::]:15006"},
-			admin:          ":15020",
-			drainTimeout:   5 * time.Second,
-			connectTimeout: 10 * time.Second,
-			logLevel:       slog.LevelInfo,
+			outbound:        addrList{"0.0.0.0:15001", "[::]:15001"},
+			inbound:         addrList{"0.0.0.0:15006", "[::]:15006"},
+			admin:           ":15020",
+			drainTimeout:    5 * time.Second,
+			connectTimeout:  10 * time.Second,
+			detectTimeout:   time.Second,
+			tokenFile:       "/var/run/trellis/token/token",
+			trustBundleFile: "/var/run/trellis/ca-bundle/ca.crt",
+			mtlsMode:        controlplanev1.MTLSMode_MTLS_MODE_PERMISSIVE,
+			logLevel:        slog.LevelInfo,
 		}
 		if !reflect.DeepEqual(c, want) {
 			t.Errorf("got %+v\nwant %+v", c, want)
@@ -77,12 +82,28 @@ func TestParseRunFlags(t *testing.T) {
 		}
 	})
 	t.Run("values from a newer operator", func(t *testing.T) {
-		c, err := parseRunFlags(nil, env(inject.EnvLogLevel, "verbose", inject.EnvAccessLog, "OTLP", inject.EnvMTLSMode, "Strict"), io.Discard, io.Discard)
+		c, err := parseRunFlags(nil, env(inject.EnvLogLevel, "verbose", inject.EnvAccessLog, "OTLP", inject.EnvMTLSMode, "Mutual"), io.Discard, io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.logLevel != slog.LevelInfo || c.accessLog || len(c.warnings) != 3 {
-			t.Errorf("got %+v, want info, no access log and 3 warnings", c)
+		if c.logLevel != slog.LevelInfo || c.accessLog || c.mtlsMode != controlplanev1.MTLSMode_MTLS_MODE_PERMISSIVE || len(c.warnings) != 3 {
+			t.Errorf("got %+v, want info, no access log, Permissive and 3 warnings", c)
+		}
+	})
+	t.Run("control plane", func(t *testing.T) {
+		c, err := parseRunFlags(nil, env(inject.EnvControlPlane, "trellis-controlplane.trellis-system.svc:15012", inject.EnvMTLSMode, "Strict",
+			inject.EnvPodName, "api-7d9f", inject.EnvPodNamespace, "shop", inject.EnvServiceAccount, "api", inject.EnvTrustDomain, "cluster.local"), io.Discard, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.controlPlane != "trellis-controlplane.trellis-system.svc:15012" || c.mtlsMode != controlplanev1.MTLSMode_MTLS_MODE_STRICT ||
+			c.namespace != "shop" || c.serviceAccount != "api" || c.podName != "api-7d9f" || c.trustDomain != "cluster.local" {
+			t.Errorf("got %+v", c)
+		}
+		var stderr strings.Builder
+		_, err = parseRunFlags([]string{"--control-plane=cp:15012"}, env(inject.EnvPodName, "api-7d9f"), io.Discard, &stderr)
+		if err == nil || !strings.Contains(stderr.String(), "TRELLIS_POD_NAMESPACE, TRELLIS_SERVICE_ACCOUNT, TRELLIS_TRUST_DOMAIN are not") {
+			t.Errorf("a control plane without the pod's identity: error %v, stderr %q", err, stderr.String())
 		}
 	})
 	t.Run("bad probes", func(t *testing.T) {

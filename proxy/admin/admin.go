@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"slices"
 	"strings"
@@ -34,6 +35,9 @@ type Options struct {
 	Shutdown func()
 	// Log is for probe failures and shutdowns; slog.Default when nil.
 	Log *slog.Logger
+	// Pprof serves Go's profiles under /debug/pprof/. Off by default: the
+	// admin port is reachable from the pod network (the kubelet probes it).
+	Pprof bool
 }
 
 // Server is the admin endpoint. It starts not ready.
@@ -91,6 +95,13 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("GET "+inject.AppHealthPathPrefix+"{key...}", s.appHealth)
 	if s.shutdown != nil {
 		s.mux.HandleFunc("POST /shutdown", s.shutdownHandler)
+	}
+	if o.Pprof {
+		s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		s.mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		s.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 	return s
 }

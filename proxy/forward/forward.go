@@ -27,8 +27,19 @@ const (
 // DialFunc connects to a connection's destination.
 type DialFunc func(ctx context.Context, dst netip.AddrPort) (net.Conn, error)
 
+// Handler takes over an accepted connection whose original destination is
+// known and is not the proxy itself: the data plane's protocol detection,
+// discovery, mTLS and HTTP routing. It owns c and returns once it is done
+// with it; ctx ends when a drain gives up, and everything the handler opened
+// for c must then close. Relay and DialRelay do what a Forwarder without a
+// Handler does.
+type Handler func(ctx context.Context, f *Forwarder, c net.Conn, dst netip.AddrPort)
+
 // Options configure a Forwarder; only Metrics is required.
 type Options struct {
+	// Handler takes over each connection; without one, the connection is
+	// relayed to its destination as it is.
+	Handler Handler
 	// Destination finds where an accepted connection was going;
 	// OriginalDestination when nil.
 	Destination func(net.Conn) (netip.AddrPort, error)
@@ -49,6 +60,7 @@ type Forwarder struct {
 	dir         Direction
 	destination func(net.Conn) (netip.AddrPort, error)
 	dial        DialFunc
+	handler     Handler
 	timeout     time.Duration
 	log         *slog.Logger
 	access      *slog.Logger
@@ -83,6 +95,7 @@ func New(d Direction, o Options) *Forwarder {
 		dir:         d,
 		destination: o.Destination,
 		dial:        o.Dial,
+		handler:     o.Handler,
 		timeout:     o.ConnectTimeout,
 		log:         o.Log,
 		access:      o.AccessLog,
@@ -160,7 +173,6 @@ func (f *Forwarder) Serve(ln net.Listener) error {
 }
 
 func (f *Forwarder) handle(r *relay) {
-	start := time.Now()
 	f.m.opened.Inc()
 	defer f.untrack(r)
 	defer f.m.closed.Inc()
@@ -186,32 +198,78 @@ func (f *Forwarder) handle(r *relay) {
 		return
 	}
 
-	ctx, cancel := context.WithTimeout(f.ctx, f.timeout)
-	server, err := f.dial(ctx, dst)
+	if f.handler != nil {
+		f.handler(withRelay(f.ctx, r), f, client, dst)
+		return
+	}
+	f.DialRelay(withRelay(f.ctx, r), client, dst)
+}
+
+type relayKey struct{}
+
+func withRelay(ctx context.Context, r *relay) context.Context {
+	return context.WithValue(ctx, relayKey{}, r)
+}
+
+// DialRelay connects to dst and relays client to it, as a Forwarder without
+// a Handler does; ctx must be the one the Handler got.
+func (f *Forwarder) DialRelay(ctx context.Context, client net.Conn, dst netip.AddrPort) {
+	start := time.Now()
+	dctx, cancel := context.WithTimeout(ctx, f.timeout)
+	server, err := f.dial(dctx, dst)
 	cancel()
 	if err != nil {
 		// The app would have had its connection refused or timed out;
 		// a reset is as close as we can get once we have accepted it.
-		f.m.connect.Inc()
-		f.log.Debug("connecting to the destination", "client", client.RemoteAddr().String(), "destination", dst.String(), "error", err)
-		reset(client)
+		f.ConnectFailed(client, dst, err)
 		f.accessLog(client, dst, start, 0, 0, err)
 		return
 	}
-	f.mu.Lock()
-	forced := f.forced
-	if !forced {
-		r.server = server
-	}
-	f.mu.Unlock()
-	if forced {
-		_ = server.Close()
-		_ = client.Close()
-		return
-	}
+	f.Relay(ctx, client, server, dst, start)
+}
 
+// ConnectFailed counts and logs a destination that could not be reached,
+// and resets client.
+func (f *Forwarder) ConnectFailed(client net.Conn, dst netip.AddrPort, err error) {
+	f.m.connect.Inc()
+	f.log.Debug("connecting to the destination", "client", client.RemoteAddr().String(), "destination", dst.String(), "error", err)
+	reset(client)
+}
+
+// Relay copies bytes both ways between client and server until both are
+// done, counting them and writing the access log line; ctx must be the one
+// the Handler got, so that a drain that gives up closes server too. Between
+// two plain TCP connections (or wrappers that unwrap to them) the copy
+// splices.
+func (f *Forwarder) Relay(ctx context.Context, client, server net.Conn, dst netip.AddrPort, start time.Time) {
+	if r, ok := ctx.Value(relayKey{}).(*relay); ok {
+		f.mu.Lock()
+		forced := f.forced
+		if !forced {
+			r.server = server
+		}
+		f.mu.Unlock()
+		if forced {
+			_ = server.Close()
+			_ = client.Close()
+			return
+		}
+	}
 	sent, received, err := pipe(client, server, f.m.fromClient, f.m.fromServer)
 	f.accessLog(client, dst, start, sent, received, err)
+}
+
+// Reset closes c with a RST: for a connection the proxy refuses. A
+// wrapper (protocol detection's) is unwrapped to its TCP connection.
+func Reset(c net.Conn) {
+	for {
+		u, ok := c.(interface{ Unwrap() net.Conn })
+		if !ok {
+			break
+		}
+		c = u.Unwrap()
+	}
+	reset(c)
 }
 
 // pipe copies bytes both ways between client and server. When one side

@@ -1,0 +1,156 @@
+package dataplane
+
+import (
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/trellis-mesh/trellis/ca"
+	"github.com/trellis-mesh/trellis/proxy/detect"
+)
+
+const (
+	outboundDir = "outbound"
+	inboundDir  = "inbound"
+
+	reasonPlaintext = "plaintext_in_strict_mode"
+	reasonHandshake = "tls_handshake"
+)
+
+// Metrics are the data plane's Prometheus metrics. Their children for a
+// destination or a calling workload are resolved once and kept, so that a
+// request only adds to counters.
+type Metrics struct {
+	requests  *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	protocols *prometheus.CounterVec
+	tcp       *prometheus.CounterVec
+	refusals  *prometheus.CounterVec
+	handshake *prometheus.CounterVec
+
+	local sync.Map // outbound responses the proxy made itself, by destination and status → *httpChildren
+	in    sync.Map // inbound, by peer → *httpChildren
+}
+
+// NewMetrics registers the metrics with reg; with a nil reg they are kept
+// but not exposed.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_proxy_http_responses_total",
+			Help: "HTTP responses, by direction, source and destination workload (<namespace>/<service account> of the identities; empty for a peer outside the mesh), destination Service, and status class (2xx...; the proxy's own answers included).",
+		}, []string{"direction", "src_workload", "dst_workload", "dst_service", "status_class"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "trellis_proxy_http_request_duration_seconds",
+			Help:    "Time from a request's arrival at the proxy to its response's end, by direction, source and destination workload and destination Service.",
+			Buckets: []float64{0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10},
+		}, []string{"direction", "src_workload", "dst_workload", "dst_service"}),
+		protocols: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_proxy_connections_by_protocol_total",
+			Help: "Connections to known destinations (outbound) and from any client (inbound), by the protocol detected: http1, http2 or opaque.",
+		}, []string{"direction", "protocol"}),
+		tcp: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_proxy_tcp_routed_total",
+			Help: "Opaque TCP connections relayed to a mesh destination (outbound: by destination Service) or from a peer proxy (inbound: by its workload), and whether in mutual TLS.",
+		}, []string{"direction", "peer", "mtls"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_proxy_inbound_refused_total",
+			Help: "Inbound connections refused, by reason: plaintext_in_strict_mode, tls_handshake (a peer whose certificate or identity did not check out).",
+		}, []string{"reason"}),
+		handshake: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_proxy_tls_handshake_failures_total",
+			Help: "Mutual TLS handshakes with peer proxies that failed, by direction (outbound: the server's identity or chain did not check out, or it could not be reached in time).",
+		}, []string{"direction"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, m.latency, m.protocols, m.tcp, m.refusals, m.handshake)
+	}
+	return m
+}
+
+// httpChildren are the request metrics of one source, destination and Service.
+type httpChildren struct {
+	byClass [6]prometheus.Counter // 1xx..5xx; [0] for anything else
+	latency prometheus.Observer
+}
+
+func (m *Metrics) children(dir, src, dst, svc string) *httpChildren {
+	n := &httpChildren{latency: m.latency.WithLabelValues(dir, src, dst, svc)}
+	for i, class := range []string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"} {
+		n.byClass[i] = m.requests.WithLabelValues(dir, src, dst, svc, class)
+	}
+	return n
+}
+
+func (n *httpChildren) observe(status int, start time.Time) {
+	class := status / 100
+	if class < 1 || class > 5 {
+		class = 0
+	}
+	n.byClass[class].Inc()
+	n.latency.Observe(time.Since(start).Seconds())
+}
+
+// workloadOf is the <namespace>/<service account> of a SPIFFE ID, or "".
+func workloadOf(id string) string {
+	if id == "" {
+		return ""
+	}
+	_, ns, sa, err := ca.ParseSPIFFEID(id)
+	if err != nil {
+		return "unknown"
+	}
+	return ns + "/" + sa
+}
+
+// outboundChildren are the metrics of requests from this pod to an
+// endpoint of b holding identity id.
+func (m *Metrics) outboundChildren(src string, b *backend, id string) *httpChildren {
+	if n, ok := b.children.Load(id); ok {
+		return n.(*httpChildren)
+	}
+	n, _ := b.children.LoadOrStore(id, m.children(outboundDir, src, workloadOf(id), b.service))
+	return n.(*httpChildren)
+}
+
+// inboundChildren are the metrics of requests from peer to this pod.
+func (m *Metrics) inboundChildren(peer, self string) *httpChildren {
+	if n, ok := m.in.Load(peer); ok {
+		return n.(*httpChildren)
+	}
+	n, _ := m.in.LoadOrStore(peer, m.children(inboundDir, workloadOf(peer), self, ""))
+	return n.(*httpChildren)
+}
+
+// outboundLocal counts a response the proxy made itself for a request to
+// st, without an endpoint.
+func (m *Metrics) outboundLocal(src string, st *outState, status int) {
+	svc := strings.SplitN(st.name, ":", 2)[0]
+	key := svc + "|" + itoa(uint32(status))
+	n, ok := m.local.Load(key)
+	if !ok {
+		n, _ = m.local.LoadOrStore(key, m.children(outboundDir, src, "", svc))
+	}
+	n.(*httpChildren).byClass[status/100].Inc()
+}
+
+func (m *Metrics) detected(dir string, p detect.Protocol) {
+	m.protocols.WithLabelValues(dir, p.String()).Inc()
+}
+
+func (m *Metrics) tcpOpened(dir, peer string, mtls bool) {
+	if dir == inboundDir {
+		peer = workloadOf(peer)
+	}
+	v := "false"
+	if mtls {
+		v = "true"
+	}
+	m.tcp.WithLabelValues(dir, peer, v).Inc()
+}
+
+func (m *Metrics) refused(reason string) { m.refusals.WithLabelValues(reason).Inc() }
+
+func (m *Metrics) tlsFailed(dir string) { m.handshake.WithLabelValues(dir).Inc() }
