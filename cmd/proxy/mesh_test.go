@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,44 +18,23 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	authnv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-	"k8s.io/utils/ptr"
 
-	"github.com/trellis-mesh/trellis/ca"
 	"github.com/trellis-mesh/trellis/inject"
-	"github.com/trellis-mesh/trellis/test/testenv"
+	"github.com/trellis-mesh/trellis/test/meshnet"
 )
 
-// meshCluster is a mesh in miniature: a real API server (envtest), the
-// real control plane binary, and "pods" that are network namespaces on a
-// bridge that the test makes, each with proxy init's rules and proxy run
-// as UID 2102, exactly as in a meshed pod.
+// meshCluster is a mesh in miniature: meshnet's control plane (a real API
+// server and the real control plane binary) and "pods" that are network
+// namespaces on a bridge that the test makes, each with proxy init's rules
+// and proxy run as UID 2102, exactly as in a meshed pod.
 type meshCluster struct {
-	kube       kubernetes.Interface
-	dir        string
-	kubeconfig string
-	signerDir  string
-	bundle     string
-	cpBinary   string
-	cpAddr     string
-	cpHTTP     string
-	bridge     string
-
-	mu sync.Mutex
-	cp *exec.Cmd
+	*meshnet.ControlPlane
+	bridge string
 }
 
 const (
-	meshNS       = "shop"
-	bridgeIP     = "10.81.0.1"
-	cpServerName = "trellis-controlplane.trellis-system.svc"
+	meshNS   = "shop"
+	bridgeIP = "10.81.0.1"
 )
 
 func newMeshCluster(t *testing.T) *meshCluster {
@@ -71,70 +48,22 @@ func newMeshCluster(t *testing.T) *meshCluster {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		t.Skip("needs KUBEBUILDER_ASSETS (kube-apiserver and etcd): run it with make test-go")
 	}
-	// The proxies (UID 2102) read their token and roots from here, so
-	// not t.TempDir, whose parent only root may enter.
-	dir, err := os.MkdirTemp("", "trellis-mesh-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	m := &meshCluster{dir: dir}
-	env, cfg, _, err := testenv.Start(testenv.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	if m.kube, err = kubernetes.NewForConfig(cfg); err != nil {
-		t.Fatal(err)
-	}
-	m.kubeconfig = filepath.Join(m.dir, "kubeconfig")
-	writeKubeconfig(t, cfg, m.kubeconfig)
-
-	// The mesh CA, as the operator keeps it.
-	root, err := ca.NewRoot("cluster.local", 0, time.Now().Add(-time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	issuer, err := ca.NewIssuer(root, "cluster.local", 0, time.Now().Add(-time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.signerDir = filepath.Join(m.dir, "signer")
-	m.bundle = filepath.Join(m.dir, "ca.crt")
-	writeFile(t, m.bundle, root.CertPEM, 0o644)
-	if err := os.Mkdir(m.signerDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(m.signerDir, ca.IssuerCertKey), issuer.FullChainPEM(), 0o600)
-	writeFile(t, filepath.Join(m.signerDir, ca.IssuerKeyKey), issuer.KeyPEM, 0o600)
-	writeFile(t, filepath.Join(m.signerDir, ca.BundleKey), root.CertPEM, 0o600)
-
-	m.cpBinary = filepath.Join(m.dir, "controlplane")
-	if out, err := exec.Command("go", "build", "-o", m.cpBinary, "github.com/trellis-mesh/trellis/cmd/controlplane").CombinedOutput(); err != nil {
-		t.Fatalf("building the control plane: %v\n%s", err, out)
-	}
-
-	m.bridge = fmt.Sprintf("trb%d", os.Getpid()%100000)
+	m := &meshCluster{bridge: fmt.Sprintf("trb%d", os.Getpid()%100000)}
 	hostIP(t, "link", "add", m.bridge, "type", "bridge")
 	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", m.bridge).Run() })
 	hostIP(t, "addr", "add", bridgeIP+"/24", "dev", m.bridge)
 	hostIP(t, "link", "set", m.bridge, "up")
-	m.cpAddr = bridgeIP + ":15012"
-	m.cpHTTP = "127.0.0.1:" + freePort(t)
-
-	for _, ns := range []*corev1.Namespace{
-		{ObjectMeta: metav1.ObjectMeta{Name: "trellis-system"}},
-		{ObjectMeta: metav1.ObjectMeta{Name: meshNS, Labels: map[string]string{"trellis-injection": "enabled"}}},
-	} {
-		if _, err := m.kube.CoreV1().Namespaces().Create(context.Background(), ns, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+	cp, err := meshnet.Start(meshnet.Options{GRPCAddr: bridgeIP + ":15012", MTLSMode: "Strict", Namespaces: []string{meshNS}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	m.startControlPlane(t)
-	t.Cleanup(func() { m.stopControlPlane(t) })
+	m.ControlPlane = cp
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("control plane log (end):\n%s", cp.TailLog(60))
+		}
+		cp.Stop()
+	})
 	return m
 }
 
@@ -145,206 +74,61 @@ func hostIP(t *testing.T, args ...string) {
 	}
 }
 
-func writeFile(t *testing.T, path string, data []byte, mode os.FileMode) {
-	t.Helper()
-	if err := os.WriteFile(path, data, mode); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = ln.Close() }()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
-}
-
-func writeKubeconfig(t *testing.T, cfg *rest.Config, path string) {
-	t.Helper()
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos["envtest"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
-	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "envtest"}
-	kc.CurrentContext = "envtest"
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// startControlPlane runs the control plane binary and waits until it is ready.
-func (m *meshCluster) startControlPlane(t *testing.T) {
-	t.Helper()
-	cmd := exec.Command(m.cpBinary, "--mesh=default", "--namespace=trellis-system", "--trust-domain=cluster.local",
-		"--signer-dir="+m.signerDir, "--grpc-addr="+m.cpAddr, "--http-addr="+m.cpHTTP, "--mtls-mode=Strict", "--log-level=debug")
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+m.kubeconfig)
-	log, err := os.OpenFile(filepath.Join(m.dir, "controlplane.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	_ = log.Close()
-	m.mu.Lock()
-	m.cp = cmd
-	m.mu.Unlock()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + m.cpHTTP + "/readyz")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			out, _ := os.ReadFile(filepath.Join(m.dir, "controlplane.log"))
-			t.Fatalf("the control plane was not ready in 30s:\n%s", out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// stopControlPlane kills the control plane (ours, by PID), as an outage would.
-func (m *meshCluster) stopControlPlane(t *testing.T) {
-	t.Helper()
-	m.mu.Lock()
-	cmd := m.cp
-	m.cp = nil
-	m.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Kill()
-	_ = cmd.Wait()
-}
-
 // meshPod is a pod of the mesh: a network namespace on the bridge, with
 // its Pod object in the API server and, if meshed, its proxy.
 type meshPod struct {
 	*netns
+	meshnet.Pod
 	name, ip string
 	proxy    *proxyProcess
 	admin    *http.Client
 }
 
-type podSpec struct {
-	name, ip string
-	// serviceAccount the Pod object runs as; proxyAccount is the one its
-	// proxy has a token for (the same, but for an impostor).
-	serviceAccount, proxyAccount string
-	ports                        []int32
-	// meshed: the pod has a sidecar.
-	meshed bool
-}
-
-func (m *meshCluster) addPod(t *testing.T, s podSpec) *meshPod {
+func (m *meshCluster) addPod(t *testing.T, s meshnet.Pod) *meshPod {
 	t.Helper()
-	ctx := context.Background()
-	n := newNetns(t, fmt.Sprintf("trellis-mesh-%d-%s", os.Getpid(), s.name))
-	veth := "trv" + s.ip[strings.LastIndex(s.ip, ".")+1:] + fmt.Sprint(os.Getpid()%10000)
+	s.Namespace = meshNS
+	n := newNetns(t, fmt.Sprintf("trellis-mesh-%d-%s", os.Getpid(), s.Name))
+	veth := "trv" + s.IP[strings.LastIndex(s.IP, ".")+1:] + fmt.Sprint(os.Getpid()%10000)
 	hostIP(t, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", n.name)
 	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", veth).Run() })
 	hostIP(t, "link", "set", veth, "master", m.bridge)
 	hostIP(t, "link", "set", veth, "up")
-	n.ip(t, "addr", "add", s.ip+"/24", "dev", "eth0")
+	n.ip(t, "addr", "add", s.IP+"/24", "dev", "eth0")
 	n.ip(t, "link", "set", "eth0", "up")
 	n.ip(t, "route", "add", "default", "via", bridgeIP)
-	p := &meshPod{netns: n, name: s.name, ip: s.ip, admin: n.httpClient()}
-
-	for _, sa := range []string{s.serviceAccount, s.proxyAccount} {
-		_, err := m.kube.CoreV1().ServiceAccounts(meshNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{})
-		if err != nil && !strings.Contains(err.Error(), "already exists") {
-			t.Fatal(err)
-		}
-	}
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: s.name, Namespace: meshNS, Labels: map[string]string{"app": s.name}},
-		Spec: corev1.PodSpec{
-			ServiceAccountName: s.serviceAccount,
-			NodeName:           "node-1",
-			Containers:         []corev1.Container{{Name: "app", Image: "example.com/app:1"}},
-		},
-	}
-	for _, port := range s.ports {
-		pod.Spec.Containers[0].Ports = append(pod.Spec.Containers[0].Ports, corev1.ContainerPort{ContainerPort: port})
-	}
-	if s.meshed {
-		pod.Annotations = map[string]string{inject.AnnotationStatus: "{}"}
-	}
-	created, err := m.kube.CoreV1().Pods(meshNS).Create(ctx, pod, metav1.CreateOptions{})
+	p := &meshPod{netns: n, Pod: s, name: s.Name, ip: s.IP, admin: n.httpClient()}
+	env, args, err := m.AddPod(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	created.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: s.ip, PodIPs: []corev1.PodIP{{IP: s.ip}}}
-	if _, err := m.kube.CoreV1().Pods(meshNS).UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if !s.meshed {
+	if !s.Meshed {
 		return p
 	}
-
 	n.run(t, "init", "--outbound-port=15001", "--inbound-port=15006", "--proxy-uid=2102", "--exclude-inbound-ports=15020")
-	tr, err := m.kube.CoreV1().ServiceAccounts(meshNS).CreateToken(ctx, s.proxyAccount,
-		&authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{Audiences: []string{inject.TokenAudience}}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	token := filepath.Join(m.dir, s.name+".token")
-	writeFile(t, token, []byte(tr.Status.Token), 0o644)
-	cmd := command("run", "--control-plane-name="+cpServerName, "--token-file="+token, "--trust-bundle-file="+m.bundle,
-		"--drain-timeout=5s", "--detect-timeout=300ms")
-	cmd.Env = append(cmd.Env,
-		inject.EnvControlPlane+"="+m.cpAddr,
-		inject.EnvPodName+"="+s.name, inject.EnvPodNamespace+"="+meshNS, inject.EnvPodIP+"="+s.ip,
-		inject.EnvServiceAccount+"="+s.proxyAccount, inject.EnvTrustDomain+"=cluster.local",
-		inject.EnvMTLSMode+"=Strict", inject.EnvLogLevel+"=debug")
+	cmd := command(append([]string{"run", "--drain-timeout=5s", "--detect-timeout=300ms"}, args...)...)
+	cmd.Env = append(cmd.Env, env...)
+	cmd.Env = append(cmd.Env, inject.EnvLogLevel+"=debug")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: inject.ProxyUID, Gid: inject.ProxyUID}}
 	p.proxy = startProxy(t, cmd, func(cmd *exec.Cmd) error { return n.do(cmd.Start) })
 	return p
 }
 
-// addService adds a Service whose endpoints are pods (no controller runs:
-// the test writes the EndpointSlice), and returns its ClusterIP.
-func (m *meshCluster) addService(t *testing.T, name string, ports []corev1.ServicePort, pods ...*meshPod) string {
+// addService adds a Service of pods and returns its ClusterIP.
+func (m *meshCluster) addService(t *testing.T, name string, ports []meshnet.ServicePort, pods ...*meshPod) string {
 	t.Helper()
-	ctx := context.Background()
-	svc, err := m.kube.CoreV1().Services(meshNS).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: meshNS},
-		Spec:       corev1.ServiceSpec{Ports: ports},
-	}, metav1.CreateOptions{})
+	var ps []meshnet.Pod
+	for _, p := range pods {
+		ps = append(ps, p.Pod)
+	}
+	ip, err := m.AddService(meshNS, name, ports, ps...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Name: name + "-1", Namespace: meshNS, Labels: map[string]string{discoveryv1.LabelServiceName: name}},
-		AddressType: discoveryv1.AddressTypeIPv4,
-	}
-	for _, sp := range ports {
-		slice.Ports = append(slice.Ports, discoveryv1.EndpointPort{Name: ptr.To(sp.Name), Port: ptr.To(sp.TargetPort.IntVal), Protocol: ptr.To(corev1.ProtocolTCP)})
-	}
-	for _, p := range pods {
-		slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{
-			Addresses:  []string{p.ip},
-			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
-			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: meshNS, Name: p.name},
-		})
-	}
-	if _, err := m.kube.DiscoveryV1().EndpointSlices(meshNS).Create(ctx, slice, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return svc.Spec.ClusterIP
+	return ip
 }
 
-func servicePort(name string, port, target int32) corev1.ServicePort {
-	sp := corev1.ServicePort{Name: name, Port: port, Protocol: corev1.ProtocolTCP}
-	sp.TargetPort.IntVal = target
-	return sp
+func servicePort(name string, port, target int32) meshnet.ServicePort {
+	return meshnet.ServicePort{Name: name, Port: port, Target: target}
 }
 
 // metrics reads one series of a pod's proxy.
@@ -432,18 +216,18 @@ func get(c *http.Client, url string) (int, string, http.Header, error) {
 // loses no request while the control plane is down.
 func TestMeshBetweenPods(t *testing.T) {
 	m := newMeshCluster(t)
-	client := m.addPod(t, podSpec{name: "client", ip: "10.81.0.2", serviceAccount: "client", proxyAccount: "client", meshed: true})
-	server := m.addPod(t, podSpec{name: "server", ip: "10.81.0.3", serviceAccount: "server", proxyAccount: "server", ports: []int32{8080, 9090, 7070}, meshed: true})
+	client := m.addPod(t, meshnet.Pod{Name: "client", IP: "10.81.0.2", ServiceAccount: "client", Meshed: true})
+	server := m.addPod(t, meshnet.Pod{Name: "server", IP: "10.81.0.3", ServiceAccount: "server", Ports: []int32{8080, 9090, 7070}, Meshed: true})
 	// The impostor's Pod says it runs as "server", but its proxy holds
 	// "impostor"'s certificate.
-	impostor := m.addPod(t, podSpec{name: "impostor", ip: "10.81.0.4", serviceAccount: "server", proxyAccount: "impostor", ports: []int32{8080}, meshed: true})
-	outsider := m.addPod(t, podSpec{name: "outsider", ip: "10.81.0.5", serviceAccount: "default", proxyAccount: "default"})
+	impostor := m.addPod(t, meshnet.Pod{Name: "impostor", IP: "10.81.0.4", ServiceAccount: "server", ProxyAccount: "impostor", Ports: []int32{8080}, Meshed: true})
+	outsider := m.addPod(t, meshnet.Pod{Name: "outsider", IP: "10.81.0.5", ServiceAccount: "default"})
 	serveApps(t, server)
 	serveApps(t, impostor)
-	web := m.addService(t, "web", []corev1.ServicePort{
+	web := m.addService(t, "web", []meshnet.ServicePort{
 		servicePort("http", 80, 8080), servicePort("grpc", 9090, 9090), servicePort("echo", 7070, 7070),
 	}, server)
-	fake := m.addService(t, "fake", []corev1.ServicePort{servicePort("http", 80, 8080)}, impostor)
+	fake := m.addService(t, "fake", []meshnet.ServicePort{servicePort("http", 80, 8080)}, impostor)
 
 	t.Run("HTTP/1.1", func(t *testing.T) {
 		code, body, h, err := get(client.http1(true), "http://"+web+"/one")
@@ -540,16 +324,18 @@ func TestMeshBetweenPods(t *testing.T) {
 			}
 		}()
 		time.Sleep(1500 * time.Millisecond)
-		m.stopControlPlane(t)
+		m.StopProcess()
 		time.Sleep(2 * time.Second)
-		m.startControlPlane(t)
+		if err := m.StartProcess(); err != nil {
+			t.Fatal(err)
+		}
 		<-done
 		if len(failures) > 0 || sent < 50 {
 			t.Fatalf("%d of %d requests failed with the control plane stopped and restarted:\n%s", len(failures), sent, strings.Join(failures, "\n"))
 		}
 		// The proxies are back on the restarted control plane: a Service
 		// created now is found.
-		later := m.addService(t, "later", []corev1.ServicePort{servicePort("http", 80, 8080)}, server)
+		later := m.addService(t, "later", []meshnet.ServicePort{servicePort("http", 80, 8080)}, server)
 		deadline := time.Now().Add(20 * time.Second)
 		for {
 			code, body, _, err := get(client.http1(false), "http://"+later+"/later")
@@ -568,20 +354,6 @@ func TestMeshBetweenPods(t *testing.T) {
 	for _, p := range []*meshPod{client, server} {
 		if code, _ := httpGet(t, p.admin, "http://127.0.0.1:15020/ready"); code != 200 {
 			t.Errorf("%s's proxy is not ready: %d", p.name, code)
-		}
-	}
-	if t.Failed() {
-		if f, err := os.Open(filepath.Join(m.dir, "controlplane.log")); err == nil {
-			s := bufio.NewScanner(f)
-			var lines []string
-			for s.Scan() {
-				lines = append(lines, s.Text())
-			}
-			_ = f.Close()
-			if len(lines) > 60 {
-				lines = lines[len(lines)-60:]
-			}
-			t.Logf("control plane log (end):\n%s", strings.Join(lines, "\n"))
 		}
 	}
 }
