@@ -155,6 +155,9 @@ func serveApps(t *testing.T, p *meshPod) {
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	srv := &http.Server{Protocols: protocols, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(time.Second)
+		}
 		w.Header().Set("X-App", p.name)
 		_, _ = fmt.Fprintf(w, "%s %s %s", p.name, r.Proto, r.URL.Path)
 	})}
@@ -356,4 +359,26 @@ func TestMeshBetweenPods(t *testing.T) {
 			t.Errorf("%s's proxy is not ready: %d", p.name, code)
 		}
 	}
+	t.Run("SIGTERM lets a request in flight finish", func(t *testing.T) {
+		type result struct {
+			code int
+			body string
+			err  error
+		}
+		done := make(chan result, 1)
+		go func() {
+			code, body, _, err := get(client.http1(true), "http://"+web+"/slow")
+			done <- result{code, body, err}
+		}()
+		time.Sleep(300 * time.Millisecond)
+		if err := server.proxy.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if r := <-done; r.err != nil || r.code != 200 || r.body != "server HTTP/1.1 /slow" {
+			t.Errorf("the request in flight during the drain: %d %q %v", r.code, r.body, r.err)
+		}
+		if err := server.proxy.wait(t, 5*time.Second); err != nil {
+			t.Errorf("the server's proxy exited with %v, want 0", err)
+		}
+	})
 }

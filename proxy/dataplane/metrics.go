@@ -30,8 +30,10 @@ type Metrics struct {
 	refusals  *prometheus.CounterVec
 	handshake *prometheus.CounterVec
 
-	local sync.Map // outbound responses the proxy made itself, by destination and status → *httpChildren
-	in    sync.Map // inbound, by peer → *httpChildren
+	local    sync.Map // outbound responses the proxy made itself, by destination and status → *httpChildren
+	in       sync.Map // inbound, by peer → *httpChildren
+	tcpPeers sync.Map // tcp's children, by direction, peer and mTLS → prometheus.Counter
+	byProto  map[string][3]prometheus.Counter
 }
 
 // NewMetrics registers the metrics with reg; with a nil reg they are kept
@@ -66,6 +68,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.requests, m.latency, m.protocols, m.tcp, m.refusals, m.handshake)
+	}
+	m.byProto = map[string][3]prometheus.Counter{}
+	for _, dir := range []string{outboundDir, inboundDir} {
+		var cs [3]prometheus.Counter
+		for _, p := range []detect.Protocol{detect.Opaque, detect.HTTP1, detect.HTTP2} {
+			cs[p] = m.protocols.WithLabelValues(dir, p.String())
+		}
+		m.byProto[dir] = cs
 	}
 	return m
 }
@@ -137,7 +147,7 @@ func (m *Metrics) outboundLocal(src string, st *outState, status int) {
 }
 
 func (m *Metrics) detected(dir string, p detect.Protocol) {
-	m.protocols.WithLabelValues(dir, p.String()).Inc()
+	m.byProto[dir][p].Inc()
 }
 
 func (m *Metrics) tcpOpened(dir, peer string, mtls bool) {
@@ -148,7 +158,12 @@ func (m *Metrics) tcpOpened(dir, peer string, mtls bool) {
 	if mtls {
 		v = "true"
 	}
-	m.tcp.WithLabelValues(dir, peer, v).Inc()
+	key := dir + "|" + peer + "|" + v
+	c, ok := m.tcpPeers.Load(key)
+	if !ok {
+		c, _ = m.tcpPeers.LoadOrStore(key, m.tcp.WithLabelValues(dir, peer, v))
+	}
+	c.(prometheus.Counter).Inc()
 }
 
 func (m *Metrics) refused(reason string) { m.refusals.WithLabelValues(reason).Inc() }

@@ -97,7 +97,12 @@ func TestMeshedSampleApp(t *testing.T) {
 			t.Fatalf("the meshed Job did not complete: %v %s", err, out)
 		}
 		logs := kubectl(t, "-n", meshedNamespace, "logs", "job/loadgen")
-		loadgenSucceeded(t, logs)
+		res := loadgenSucceeded(t, logs)
+		// The API's proxy balances its gRPC calls request by request, so
+		// both converter versions answer, unlike without the mesh.
+		if res.ByConverter["v1"] == 0 || res.ByConverter["v2"] == 0 {
+			t.Errorf("answers by converter version %v: the mesh balances each call, so both should answer", res.ByConverter)
+		}
 		jobPod := kubectl(t, "-n", meshedNamespace, "get", "pods", "-l", "job-name=loadgen", "-o", "jsonpath={.items[0].spec.initContainers[*].name}")
 		if !strings.Contains(jobPod, "trellis-proxy") {
 			t.Errorf("the Job's pod has init containers %q: it was not meshed", jobPod)
@@ -117,6 +122,28 @@ func TestMeshedSampleApp(t *testing.T) {
 		metrics := httpGet(t, "http://"+podIP+":15020/metrics")
 		if n := metricSum(metrics, `trellis_proxy_tcp_connections_opened_total\{[^}]*direction="outbound"[^}]*\}`); n < 1 {
 			t.Errorf("the proxy counted %v outbound connections, want the app's calls to the converter:\n%s", n, grepLines(metrics, "trellis_proxy"))
+		}
+	})
+
+	t.Run("the API calls the converters in mutual TLS, with their identities", func(t *testing.T) {
+		// The API's proxy counted its calls by the identity the converters'
+		// certificates proved, and each converter's proxy counted them by
+		// the API's.
+		metrics := httpGet(t, "http://"+podIP+":15020/metrics")
+		out := `trellis_proxy_http_responses_total\{direction="outbound",dst_service="` + meshedNamespace + `/converter",dst_workload="` + meshedNamespace + `/default",src_workload="` + meshedNamespace + `/default",status_class="2xx"\}`
+		if n := metricSum(metrics, out); n < 40 {
+			t.Errorf("the API's proxy counted %v calls to the converter answered in mutual TLS, want the load generator's 40 or more:\n%s", n, grepLines(metrics, "trellis_proxy_http"))
+		}
+		converters := strings.Fields(kubectl(t, "-n", meshedNamespace, "get", "pods", "-l", "app=converter", "-o", "jsonpath={.items[*].status.podIP}"))
+		in := `trellis_proxy_http_responses_total\{direction="inbound",dst_service="",dst_workload="` + meshedNamespace + `/default",src_workload="` + meshedNamespace + `/default",status_class="2xx"\}`
+		for _, ip := range converters {
+			m := httpGet(t, "http://"+ip+":15020/metrics")
+			if n := metricSum(m, in); n < 1 {
+				t.Errorf("converter %s's proxy counted %v calls from the API's identity, want some:\n%s", ip, n, grepLines(m, "trellis_proxy_http"))
+			}
+		}
+		if len(converters) < 2 {
+			t.Errorf("converter pods at %v, want v1 and v2", converters)
 		}
 	})
 
