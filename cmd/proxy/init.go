@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"sort"
+	"strings"
 
 	"github.com/google/nftables"
 
@@ -84,7 +86,68 @@ func initCmd(args []string, stdout, stderr io.Writer) int {
 	if note != "" {
 		_, _ = fmt.Fprintln(stdout, note)
 	}
+	tables, _ := conn.ListTables()
+	var nft []string
+	for _, t := range tables {
+		nft = append(nft, familyName(t.Family)+" "+t.Name)
+	}
+	if line := otherRules(readLegacyTables, nft); line != "" {
+		_, _ = fmt.Fprintln(stdout, line)
+	}
 	return 0
+}
+
+// otherRules says which other packet rules the pod's network namespace
+// holds besides Trellis's: iptables-legacy tables (x_tables, which the
+// kernel lists per namespace in /proc/net/ip*_tables_names) and nftables
+// tables, such as iptables-nft's. Trellis writes nftables directly (the
+// image has no iptables binary); legacy and nftables rules both run, so a
+// rule of another init container that redirects the same traffic elsewhere
+// may take it first. Empty when there are none.
+func otherRules(legacy func() []string, nftTables []string) string {
+	var others []string
+	for _, t := range nftTables {
+		if !strings.HasSuffix(t, " "+redirect.TableName) {
+			others = append(others, "nftables "+t)
+		}
+	}
+	for _, t := range legacy() {
+		others = append(others, "iptables-legacy "+t)
+	}
+	if len(others) == 0 {
+		return ""
+	}
+	return "other packet rules in this network namespace run alongside Trellis's (one that redirects the same traffic elsewhere may take it first): " + strings.Join(others, ", ")
+}
+
+// readLegacyTables lists the iptables-legacy tables of this network
+// namespace, as "ip nat" or "ip6 filter".
+func readLegacyTables() []string {
+	var out []string
+	for family, file := range map[string]string{"ip": "/proc/net/ip_tables_names", "ip6": "/proc/net/ip6_tables_names"} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			continue
+		}
+		for _, name := range strings.Fields(string(b)) {
+			out = append(out, family+" "+name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func familyName(f nftables.TableFamily) string {
+	switch f {
+	case nftables.TableFamilyIPv4:
+		return "ip"
+	case nftables.TableFamilyIPv6:
+		return "ip6"
+	case nftables.TableFamilyINet:
+		return "inet"
+	default:
+		return fmt.Sprintf("family-%d", f)
+	}
 }
 
 // install applies plan and returns what it wrote. A kernel without IPv6

@@ -133,3 +133,13 @@ func TestInstallWithoutIPv6Nat(t *testing.T) {
 		}
 	})
 }
+
+func TestOtherRules(t *testing.T) {
+	if got := otherRules(func() []string { return nil }, []string{"ip trellis", "ip6 trellis"}); got != "" {
+		t.Errorf("only Trellis's tables: %q, want nothing", got)
+	}
+	got := otherRules(func() []string { return []string{"ip nat"} }, []string{"ip trellis", "ip nat"})
+	if !strings.Contains(got, "nftables ip nat, iptables-legacy ip nat") {
+		t.Errorf("got %q", got)
+	}
+}

@@ -7,9 +7,9 @@
 //	proxy wait-ready  the trellis-proxy container's postStart hook when the
 //	                  app must wait for its proxy (sidecars as regular containers)
 //
-// This version forwards plain TCP to each connection's original
-// destination; mTLS, routing and the control-plane connection come later
-// and slot into the forwarders' dial function.
+// proxy run gets the pod's certificate from the control plane, asks it
+// about each destination the app dials, and carries mesh traffic in mutual
+// TLS; see package proxy for its parts.
 package main
 
 import (

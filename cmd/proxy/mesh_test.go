@@ -227,6 +227,7 @@ func TestMeshBetweenPods(t *testing.T) {
 	outsider := m.addPod(t, meshnet.Pod{Name: "outsider", IP: "10.81.0.5", ServiceAccount: "default"})
 	serveApps(t, server)
 	serveApps(t, impostor)
+	serveApps(t, outsider)
 	web := m.addService(t, "web", []meshnet.ServicePort{
 		servicePort("http", 80, 8080), servicePort("grpc", 9090, 9090), servicePort("echo", 7070, 7070),
 	}, server)
@@ -281,6 +282,27 @@ func TestMeshBetweenPods(t *testing.T) {
 		if n := server.metric(t, series); n < 2 {
 			t.Errorf("%s = %v, want at least the HTTP/1.1 and HTTP/2 requests", series, n)
 		}
+	})
+	t.Run("destinations without a sidecar, or outside the cluster", func(t *testing.T) {
+		// A pod without a proxy: plain HTTP from the client's proxy.
+		code, body, _, err := get(client.http1(false), "http://"+outsider.ip+":8080/plain")
+		if err != nil || code != 200 || body != "outsider HTTP/1.1 /plain" {
+			t.Errorf("GET to a pod without a sidecar: %d %q %v", code, body, err)
+		}
+		// An address the cluster does not know is reached untouched.
+		ln, err := net.Listen("tcp", bridgeIP+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = ln.Close() }()
+		go func() {
+			c, err := ln.Accept()
+			if err == nil {
+				_, _ = io.Copy(c, c)
+				_ = c.Close()
+			}
+		}()
+		roundTrip(t, client.dial(t, ln.Addr().String()), "GET / HTTP/1.1\r\n\r\n")
 	})
 	t.Run("plaintext refused in Strict mode", func(t *testing.T) {
 		before := max(0, server.metric(t, `trellis_proxy_inbound_refused_total{reason="plaintext_in_strict_mode"}`))
