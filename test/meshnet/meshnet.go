@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	authnv1 "k8s.io/api/authentication/v1"
@@ -166,6 +167,9 @@ func (c *ControlPlane) StartProcess() error {
 	cmd := exec.Command(c.binary, "--mesh=default", "--namespace="+MeshNamespace, "--trust-domain="+TrustDomain,
 		"--signer-dir="+c.signerDir, "--grpc-addr="+c.Addr, "--http-addr="+c.httpAddr, "--mtls-mode="+c.opts.MTLSMode, "--log-level=debug")
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+c.kubeconfig)
+	// It dies with its starter, even one killed outright, rather than keep
+	// the address the next run needs.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	log, err := os.OpenFile(c.LogFile(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err

@@ -12,10 +12,19 @@
 // 127.0.0.1; two hops add one in the server's namespace, with TLS between
 // the two over the bridge.
 //
-// The rows are scenario values (scenarios.go). It starts and stops only its
-// own processes, by PID, and removes its namespaces on exit, on Ctrl-C and
-// on failure; the host's own network namespace is never touched. All its
-// traffic stays inside the namespaces it made.
+// The Trellis rows (trellis.go) mesh the client's pod, and for two hops the
+// server's, as the injector would: proxy init's nftables rules in the pod's
+// namespace and proxy run as the proxy's UID, against Trellis's control
+// plane (test/meshnet: kube-apiserver and etcd from KUBEBUILDER_ASSETS, the
+// mesh CA, the control plane binary), which the first of them starts on the
+// host. For it they link the host to the bridge, as 10.79.0.1, and give the
+// client and the server a default route through it; the load still goes to
+// the server only.
 //
-//	go run ./test/bench/proxybench -fortio bin/fortio [-duration 3s] [-scenarios 'direct,haproxy 1 hop']
+// The rows are scenario values (scenarios.go). It starts and stops only its
+// own processes, by PID, and removes its namespaces, and the Trellis rows'
+// link and control plane, on exit, on Ctrl-C and on failure. Apart from
+// that link, the host's own network namespace is never touched.
+//
+//	go run ./test/bench/proxybench -fortio bin/fortio [-duration 3s] [-scenarios 'direct,haproxy 1 hop'] [-pprof]
 package main

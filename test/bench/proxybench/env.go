@@ -3,16 +3,20 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -39,16 +43,21 @@ type netns struct {
 // benchEnv is what a scenario runs in: the client's and the server's network
 // namespaces, joined by veths to a bridge in a third one (the node), a
 // temporary directory for configs, certificates and logs, and the processes
-// started in them, which close stops.
+// started in them, which close stops. The Trellis rows add their control
+// plane and its link from the host to the bridge (trellis.go), which close
+// removes too.
 type benchEnv struct {
 	client, server, node netns
 	dir                  string
 	tools                tools
+	pprof                bool // the Trellis rows profile their proxies (-pprof)
 
-	mu    sync.Mutex
-	procs []*proc
-	made  []string // namespaces to delete
-	ok    bool     // the run finished: the directory can go
+	mu       sync.Mutex
+	procs    []*proc
+	made     []string     // namespaces to delete
+	hostLink string       // the veth the Trellis rows add in the host's namespace, to delete
+	mesh     *trellisMesh // started by the first Trellis row
+	ok       bool         // the run finished: the directory can go
 }
 
 // newBenchEnv makes the namespaces and links. It first deletes the
@@ -121,7 +130,15 @@ func (e *benchEnv) close() {
 	for i := len(procs) - 1; i >= 0; i-- {
 		procs[i].stop()
 	}
+	if e.mesh != nil {
+		e.mesh.stop(e)
+	}
 	// Not ctx: the run's context is done on Ctrl-C, and this must still run.
+	if e.hostLink != "" {
+		if err := ipCmd(context.Background(), "link", "del", e.hostLink); err != nil {
+			logf("%v", err)
+		}
+	}
 	for _, n := range e.made {
 		if err := ipCmd(context.Background(), "netns", "del", n); err != nil {
 			logf("%v", err)
@@ -174,6 +191,46 @@ func inNetns(ns netns, argv ...string) []string {
 	return append([]string{"ip", "netns", "exec", ns.name}, argv...)
 }
 
+// do runs f on an OS thread that has entered ns, then takes the thread back
+// to this program's namespace. Sockets that f opens stay in ns, and
+// processes it starts are born there.
+func (ns netns) do(f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		self, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("opening this thread's network namespace: %w", err)
+			return
+		}
+		defer func() { _ = unix.Close(self) }()
+		target, err := unix.Open(filepath.Join("/run/netns", ns.name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("opening network namespace %s: %w", ns.name, err)
+			return
+		}
+		defer func() { _ = unix.Close(target) }()
+		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("entering %s: %w", ns.name, err)
+			return
+		}
+		ferr := f()
+		if err := unix.Setns(self, unix.CLONE_NEWNET); err != nil {
+			errc <- errors.Join(ferr, fmt.Errorf("leaving %s: %w", ns.name, err))
+			// The thread is stuck in ns: it must serve no other goroutine,
+			// and must not exit either, since a process f started gets
+			// SIGKILL when the thread that started it exits (Pdeathsig).
+			select {}
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
 // proc is a long-running process of the run: the server or a proxy.
 type proc struct {
 	name     string
@@ -188,24 +245,44 @@ type proc struct {
 // start starts argv in ns as a long-running process, with its output in the
 // run's directory; close stops it if the caller does not.
 func (e *benchEnv) start(ns netns, name string, argv ...string) (*proc, error) {
+	args := inNetns(ns, argv...)
+	return e.launch(name, exec.Command(args[0], args[1:]...), (*exec.Cmd).Start)
+}
+
+// startAs starts argv in ns as a long-running process of uid (and the
+// same GID), with env added to this program's environment: a proxy, which
+// runs as the UID that proxy init exempts from redirection. It is started
+// from a thread that has entered ns, as `ip netns exec` could not do once
+// the UID is no longer root's.
+func (e *benchEnv) startAs(ns netns, name string, uid uint32, env []string, argv ...string) (*proc, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Dir = "/"
+	return e.launch(name, cmd, func(cmd *exec.Cmd) error {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uid, Gid: uid}
+		return ns.do(cmd.Start)
+	})
+}
+
+// launch starts cmd with start, its output in the run's directory, and
+// keeps it for close.
+func (e *benchEnv) launch(name string, cmd *exec.Cmd, start func(*exec.Cmd) error) (*proc, error) {
 	e.mu.Lock()
 	n := len(e.procs)
 	e.mu.Unlock()
-	args := inNetns(ns, argv...)
-	p := &proc{name: name, log: filepath.Join(e.dir, fmt.Sprintf("%02d-%s.log", n, name)), done: make(chan struct{})}
+	p := &proc{name: name, cmd: cmd, log: filepath.Join(e.dir, fmt.Sprintf("%02d-%s.log", n, name)), done: make(chan struct{})}
 	out, err := os.Create(p.log)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = out.Close() }() // the child has its own descriptor
-	p.cmd = exec.Command(args[0], args[1:]...)
-	p.cmd.Stdout, p.cmd.Stderr = out, out
-	p.cmd.SysProcAttr = childAttr()
-	if err := p.cmd.Start(); err != nil {
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = childAttr()
+	if err := start(cmd); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	go func() {
-		p.err = p.cmd.Wait()
+		p.err = cmd.Wait()
 		close(p.done)
 	}()
 	e.mu.Lock()

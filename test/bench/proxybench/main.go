@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -24,6 +25,7 @@ type config struct {
 	maxThreads  int           // closed-loop run: wrk threads
 	maxConns    int           // closed-loop run: wrk connections
 	scenarios   []string      // names of the rows to run; all when empty
+	pprof       bool          // profile the Trellis rows' proxies over the fixed-rate run
 	jsonPath    string
 	tools       tools
 }
@@ -70,6 +72,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.maxThreads, "max-threads", 2, "closed-loop run (wrk): threads")
 	fs.IntVar(&c.maxConns, "max-connections", 32, "closed-loop run (wrk): connections")
 	fs.StringVar(&names, "scenarios", "", "comma-separated rows to run, of: "+strings.Join(scenarioNames(), ", ")+" (default all)")
+	fs.BoolVar(&c.pprof, "pprof", false, "Trellis rows: run the proxies with --pprof and write a CPU profile of each over the fixed-rate run next to the JSON (the profiler's cost is then in the row's numbers)")
 	fs.StringVar(&c.jsonPath, "json", "", "write the table as JSON here (default $TRELLIS_CACHE/bench/proxy-<time>.json, TRELLIS_CACHE defaulting to ~/.cache/trellis)")
 	fs.StringVar(&c.tools.haproxy, "haproxy", "haproxy", "haproxy binary")
 	fs.StringVar(&c.tools.fortio, "fortio", "fortio", "fortio binary (hack/bench-tools.sh builds it into bin/fortio)")
@@ -120,6 +123,10 @@ func run(ctx context.Context, cfg config) error {
 	if err != nil {
 		return err
 	}
+	// Said now, not after the rows before the Trellis rows have run.
+	if slices.ContainsFunc(selected, func(sc scenario) bool { return sc.mesh }) && os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		return errors.New("the Trellis rows need KUBEBUILDER_ASSETS, the directory of kube-apiserver and etcd for their control plane: run make bench-proxy, set KUBEBUILDER_ASSETS=$(hack/build-k8s.sh kube-apiserver etcd kubectl | tail -n1), or leave the rows out with -scenarios")
+	}
 	if err := cfg.tools.resolve(); err != nil {
 		return err
 	}
@@ -134,6 +141,7 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 	defer env.close()
+	env.pprof = cfg.pprof
 
 	logf("starting the server in %s on %s:%d", env.server.name, env.server.ip, serverPort)
 	if _, err := env.start(env.server, "server", self, serveCommand, fmt.Sprintf("-addr=:%d", serverPort), fmt.Sprintf("-body-bytes=%d", bodyBytes)); err != nil {
@@ -197,10 +205,27 @@ func measure(ctx context.Context, env *benchEnv, cfg config, sc scenario) (resul
 		return res, err
 	}
 	sampler := startRSSSampler(pids)
+	var profiled chan error
+	if cfg.pprof && sc.profile != nil {
+		profiled = make(chan error, 1)
+		prefix := strings.TrimSuffix(cfg.jsonPath, ".json") + "-" + slug(sc.name)
+		go func() {
+			if err := os.MkdirAll(filepath.Dir(prefix), 0o755); err != nil {
+				profiled <- err
+				return
+			}
+			profiled <- sc.profile(ctx, env, cfg.duration, prefix)
+		}()
+	}
 	fixed, err := env.fortio(ctx, url, cfg, cfg.duration, true)
 	rssLoad, rssErr := sampler.stop()
 	if err != nil {
 		return res, err
+	}
+	if profiled != nil {
+		if err := <-profiled; err != nil {
+			return res, err
+		}
 	}
 	cpuAfter, err := cpuTime(pids)
 	if err != nil {
@@ -208,6 +233,11 @@ func measure(ctx context.Context, env *benchEnv, cfg config, sc scenario) (resul
 	}
 	if rssErr != nil {
 		return res, rssErr
+	}
+	if sc.verify != nil {
+		if err := sc.verify(ctx, env, fixed.requests-fixed.errors); err != nil {
+			return res, err
+		}
 	}
 	res.Requests, res.Errors, res.ActualQPS, res.Sockets = fixed.requests, fixed.errors, fixed.qps, fixed.sockets
 	res.P50, res.P99, res.P999 = micros(fixed.p50), micros(fixed.p99), micros(fixed.p999)
@@ -224,6 +254,13 @@ func measure(ctx context.Context, env *benchEnv, cfg config, sc scenario) (resul
 	res.MaxRPS, res.MaxErrors = closed.rps, closed.errors
 	logf("p50 %.0fµs p99 %.0fµs p99.9 %.0fµs, max %.0f req/s", res.P50, res.P99, res.P999, res.MaxRPS)
 	return res, nil
+}
+
+// slug is a row's name as part of a file name: "trellis 1 hop" is "trellis-1-hop".
+func slug(name string) string {
+	return strings.Join(strings.FieldsFunc(strings.ToLower(name), func(r rune) bool {
+		return (r < 'a' || r > 'z') && (r < '0' || r > '9')
+	}), "-")
 }
 
 func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

@@ -116,3 +116,39 @@ func TestCompare(t *testing.T) {
 		}
 	}
 }
+
+// TestSumSeries checks the reading of the proxies' metrics that the Trellis
+// rows verify their path with.
+func TestSumSeries(t *testing.T) {
+	const text = `# HELP trellis_proxy_http_responses_total HTTP responses.
+# TYPE trellis_proxy_http_responses_total counter
+trellis_proxy_http_responses_total{direction="outbound",dst_service="bench/server:80",dst_workload="bench/server",src_workload="bench/client",status_class="2xx"} 1200
+trellis_proxy_http_responses_total{direction="outbound",dst_service="bench/server:80",dst_workload="bench/server",src_workload="bench/client",status_class="5xx"} 3
+trellis_proxy_http_responses_total{direction="outbound",dst_service="other",dst_workload="bench/server",src_workload="bench/client",status_class="2xx"} 5
+trellis_proxy_http_responses_total{direction="inbound",dst_service="",dst_workload="bench/server",src_workload="a\"b,c=d",status_class="2xx"} 7
+trellis_proxy_http_responses_total_other{direction="outbound",dst_workload="bench/server",status_class="2xx"} 100
+`
+	cases := map[string]struct {
+		labels map[string]string
+		want   float64
+	}{
+		"summed over the labels not asked": {map[string]string{"direction": "outbound", "dst_workload": "bench/server", "status_class": "2xx"}, 1205},
+		"an empty value is a value":        {map[string]string{"dst_service": ""}, 7},
+		"escaped quotes and separators":    {map[string]string{"src_workload": `a"b,c=d`}, 7},
+		"no such label value":              {map[string]string{"dst_workload": ""}, 0},
+		"no labels asked: every series":    {nil, 1215},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := sumSeries(text, responsesMetric, tc.labels); got != tc.want {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSlug(t *testing.T) {
+	if got := slug("trellis 2 hops (mTLS)"); got != "trellis-2-hops-mtls" {
+		t.Errorf("got %q", got)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // scenario is one row of the table: the proxies between the client and the
@@ -22,6 +23,16 @@ type scenario struct {
 	// count, and how to stop what it started. The URL need not answer yet:
 	// the caller waits for it.
 	start func(ctx context.Context, env *benchEnv) (url string, pids []int, stop func(), err error)
+	// mesh marks a row that needs Trellis's control plane (trellis.go).
+	mesh bool
+	// verify, if set, checks after the fixed-rate run that the requests
+	// answered took the row's path (which proxies, in mutual TLS or not),
+	// so that a row cannot measure another path unnoticed.
+	verify func(ctx context.Context, env *benchEnv, answered int) error
+	// profile, if set, takes a CPU profile of each of the row's proxies
+	// over d into files named prefix-<proxy>.cpu.pprof; with -pprof, it
+	// runs alongside the fixed-rate run.
+	profile func(ctx context.Context, env *benchEnv, d time.Duration, prefix string) error
 }
 
 // allScenarios are the rows, in the order they run and print.
@@ -30,8 +41,12 @@ func allScenarios() []scenario {
 		directScenario(),
 		haproxyOneHop(),
 		haproxyTwoHops(),
-		// Trellis's rows go here, each compared with the HAProxy row of its
-		// hops: "trellis 1 hop" (hops 1), "trellis 2 hops (mTLS)" (hops 2).
+		// Last, and one hop first: proxy init's rules stay in a namespace
+		// once written (the client's by either row, the server's by the
+		// two-hop row), and would send the calls of any row after them to
+		// proxies that no longer run.
+		trellisScenario("trellis 1 hop", 1),
+		trellisScenario("trellis 2 hops (mTLS)", 2),
 	}
 }
 
