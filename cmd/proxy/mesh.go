@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
-	"github.com/trellis-mesh/trellis/controlplane"
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
 	"github.com/trellis-mesh/trellis/proxy/dataplane"
 	"github.com/trellis-mesh/trellis/proxy/destinations"
@@ -32,10 +31,12 @@ type meshParts struct {
 }
 
 // keepaliveParams keep the control plane connections alive through idle
-// NATs and detect a vanished control plane; the interval respects the
-// control plane's minimum, below which it hangs up.
+// NATs and detect a vanished control plane; the interval is well above the
+// control plane's minimum (controlplane.KeepaliveMinTime, 10s), below which
+// it hangs up. The proxy does not import the control plane's package: it
+// would bring client-go into every sidecar.
 var keepaliveParams = keepalive.ClientParameters{
-	Time:                controlplane.KeepaliveMinTime * 3,
+	Time:                30 * time.Second,
 	Timeout:             10 * time.Second,
 	PermitWithoutStream: false,
 }
