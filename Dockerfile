@@ -9,13 +9,13 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath \
+RUN CGO_ENABLED=0 go build -trimpath -tags grpcnotrace \
       -ldflags "-s -w -X github.com/trellis-mesh/trellis/version.Version=${VERSION} -X github.com/trellis-mesh/trellis/version.Image=${IMAGE}" \
       -o /out/manager . && \
-    CGO_ENABLED=0 go build -trimpath \
+    CGO_ENABLED=0 go build -trimpath -tags grpcnotrace \
       -ldflags "-s -w -X github.com/trellis-mesh/trellis/version.Version=${VERSION} -X github.com/trellis-mesh/trellis/version.Image=${IMAGE}" \
       -o /out/controlplane ./cmd/controlplane && \
-    CGO_ENABLED=0 go build -trimpath \
+    CGO_ENABLED=0 go build -trimpath -tags grpcnotrace \
       -ldflags "-s -w -X github.com/trellis-mesh/trellis/version.Version=${VERSION} -X github.com/trellis-mesh/trellis/version.Image=${IMAGE}" \
       -o /out/proxy ./cmd/proxy
 

@@ -17,6 +17,7 @@ import (
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
 	"github.com/trellis-mesh/trellis/inject"
 	"github.com/trellis-mesh/trellis/membership"
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 // Injector says where the operator serves sidecar injection, so that the
@@ -197,11 +198,11 @@ func (r *MeshReconciler) observePods(ctx context.Context, mesh *meshv1.Mesh, obs
 		if podEnded(&p) {
 			continue
 		}
-		if _, ok := p.Annotations[inject.AnnotationStatus]; !ok {
+		if _, ok := p.Annotations[sidecar.AnnotationStatus]; !ok {
 			continue
 		}
 		obs.pods.meshed++
-		if p.Labels[inject.LabelProxyVersion] != want {
+		if p.Labels[sidecar.LabelProxyVersion] != want {
 			obs.pods.outdated++
 		}
 		if p.DeletionTimestamp.IsZero() {

@@ -12,7 +12,7 @@ import (
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
 	"github.com/trellis-mesh/trellis/ca"
-	"github.com/trellis-mesh/trellis/inject"
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 // observation is what one reconcile saw; the status is computed from it
@@ -228,7 +228,7 @@ func setDataPlaneCondition(mesh *meshv1.Mesh, obs *observation) {
 		c.Message = fmt.Sprintf("%d of %d meshed pods run another proxy than %s: restart their workloads "+
 			"(kubectl rollout restart) to update them; `kubectl get pods -A -l '%s=%s,%s!=%s'` lists them",
 			obs.pods.outdated, obs.pods.meshed, obs.pods.version,
-			meshv1.MeshLabel, mesh.Name, inject.LabelProxyVersion, obs.pods.version)
+			meshv1.MeshLabel, mesh.Name, sidecar.LabelProxyVersion, obs.pods.version)
 	}
 	meta.SetStatusCondition(&mesh.Status.Conditions, c)
 }

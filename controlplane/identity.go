@@ -17,7 +17,7 @@ import (
 )
 
 // TokenAudience is the audience of the proxies' ServiceAccount tokens
-// (inject.TokenAudience); a token for any other audience is refused.
+// (sidecar.TokenAudience); a token for any other audience is refused.
 const TokenAudience = "trellis"
 
 // Reasons a certificate is refused, the values of the reason label.

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 // ports returns the union of the Mesh's ports in field and the pod's in
@@ -24,7 +25,7 @@ func ports(ref string, pod *corev1.Pod, mesh *meshv1.Mesh, annotation, field str
 		}
 		out = append(out, int32(p))
 	}
-	for _, s := range SplitList(pod.Annotations[annotation]) {
+	for _, s := range sidecar.SplitList(pod.Annotations[annotation]) {
 		n, err := strconv.ParseInt(s, 10, 32)
 		if err != nil || n < 1 || n > 65535 {
 			return nil, fmt.Errorf("pod %s: annotation %s holds %q, which is not a port number (1-65535); write comma-separated ports such as \"8080,9090\"", ref, annotation, s)
@@ -47,10 +48,10 @@ func cidrs(ref string, pod *corev1.Pod, mesh *meshv1.Mesh) ([]string, error) {
 		}
 		prefixes = append(prefixes, p)
 	}
-	for _, s := range SplitList(pod.Annotations[AnnotationExcludeOutboundCIDRs]) {
+	for _, s := range sidecar.SplitList(pod.Annotations[sidecar.AnnotationExcludeOutboundCIDRs]) {
 		p, ok := parseCIDR(s)
 		if !ok {
-			return nil, fmt.Errorf("pod %s: annotation %s holds %q, which is not a CIDR; write comma-separated networks such as \"10.0.0.0/8,169.254.169.254/32\"", ref, AnnotationExcludeOutboundCIDRs, s)
+			return nil, fmt.Errorf("pod %s: annotation %s holds %q, which is not a CIDR; write comma-separated networks such as \"10.0.0.0/8,169.254.169.254/32\"", ref, sidecar.AnnotationExcludeOutboundCIDRs, s)
 		}
 		prefixes = append(prefixes, p)
 	}
@@ -79,19 +80,6 @@ func parseCIDR(s string) (netip.Prefix, bool) {
 	return netip.Prefix{}, false
 }
 
-// SplitList splits a comma-separated annotation value, ignoring spaces and
-// empty items, so "80, 443," is 80 and 443. proxy init reads its list flags,
-// which the injector writes from these values, the same way.
-func SplitList(v string) []string {
-	var out []string
-	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 // defaultProxyResources are the proxy's resources when the Mesh sets none:
 // enough for an idle proxy, and a memory limit that catches a leak before
 // the node does. No CPU limit: throttling a proxy adds latency to every
@@ -114,10 +102,10 @@ var resourceAnnotations = []struct {
 	limit      bool
 	name       corev1.ResourceName
 }{
-	{AnnotationProxyCPURequest, false, corev1.ResourceCPU},
-	{AnnotationProxyMemoryRequest, false, corev1.ResourceMemory},
-	{AnnotationProxyCPULimit, true, corev1.ResourceCPU},
-	{AnnotationProxyMemoryLimit, true, corev1.ResourceMemory},
+	{sidecar.AnnotationProxyCPURequest, false, corev1.ResourceCPU},
+	{sidecar.AnnotationProxyMemoryRequest, false, corev1.ResourceMemory},
+	{sidecar.AnnotationProxyCPULimit, true, corev1.ResourceCPU},
+	{sidecar.AnnotationProxyMemoryLimit, true, corev1.ResourceMemory},
 }
 
 // proxyResources returns the Mesh's proxy resources (or the defaults) with
@@ -166,7 +154,7 @@ func proxyResources(ref string, pod *corev1.Pod, mesh *meshv1.Mesh) (corev1.Reso
 
 func limitAnnotation(name corev1.ResourceName) string {
 	if name == corev1.ResourceCPU {
-		return AnnotationProxyCPULimit
+		return sidecar.AnnotationProxyCPULimit
 	}
-	return AnnotationProxyMemoryLimit
+	return sidecar.AnnotationProxyMemoryLimit
 }

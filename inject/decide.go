@@ -5,6 +5,7 @@ import (
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
 	"github.com/trellis-mesh/trellis/membership"
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 // SkipReason says why a pod is not injected. The admission handler puts it
@@ -83,7 +84,7 @@ func Decide(pod *corev1.Pod, namespace *corev1.Namespace, mesh *meshv1.Mesh) (in
 	case name != mesh.Name:
 		return false, MeshMismatch
 	}
-	if _, ok := pod.Annotations[AnnotationStatus]; ok {
+	if _, ok := pod.Annotations[sidecar.AnnotationStatus]; ok {
 		return false, AlreadyInjected
 	}
 	if pod.Spec.HostNetwork {

@@ -8,6 +8,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 func TestDecide(t *testing.T) {
@@ -45,7 +46,7 @@ func TestDecide(t *testing.T) {
 		"pod opt-in means default, not the given Mesh": {namespace: "tools", mesh: "canary",
 			pod: func(p *corev1.Pod) { p.Labels = map[string]string{meshv1.InjectPodLabel: "true"} }, want: MeshMismatch},
 		"already injected": {namespace: "shop", nsLabels: enabled, mesh: "default",
-			pod: func(p *corev1.Pod) { p.Annotations = map[string]string{AnnotationStatus: "{}"} }, want: AlreadyInjected},
+			pod: func(p *corev1.Pod) { p.Annotations = map[string]string{sidecar.AnnotationStatus: "{}"} }, want: AlreadyInjected},
 		"no service account token": {namespace: "shop", nsLabels: enabled, mesh: "default",
 			pod: func(p *corev1.Pod) { p.Spec.AutomountServiceAccountToken = ptr.To(false) }, want: NoServiceAccountToken},
 		// When several reasons hold, the first in Decide's order is given.
@@ -56,7 +57,7 @@ func TestDecide(t *testing.T) {
 			}, want: OptedOut},
 		"already injected and no token": {namespace: "shop", nsLabels: enabled, mesh: "default",
 			pod: func(p *corev1.Pod) {
-				p.Annotations = map[string]string{AnnotationStatus: "{}"}
+				p.Annotations = map[string]string{sidecar.AnnotationStatus: "{}"}
 				p.Spec.AutomountServiceAccountToken = ptr.To(false)
 			}, want: AlreadyInjected},
 	}

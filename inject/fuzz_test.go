@@ -11,6 +11,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 // fuzzAnnotations are the pod metadata that the fuzzer sets: every
@@ -19,16 +20,16 @@ var fuzzAnnotations = []struct {
 	label bool
 	key   string
 }{
-	{false, AnnotationExcludeInboundPorts},
-	{false, AnnotationExcludeOutboundPorts},
-	{false, AnnotationExcludeOutboundCIDRs},
-	{false, AnnotationProxyCPURequest},
-	{false, AnnotationProxyMemoryRequest},
-	{false, AnnotationProxyCPULimit},
-	{false, AnnotationProxyMemoryLimit},
-	{false, AnnotationDefaultContainer},
-	{false, AnnotationAppProbes},
-	{false, AnnotationStatus},
+	{false, sidecar.AnnotationExcludeInboundPorts},
+	{false, sidecar.AnnotationExcludeOutboundPorts},
+	{false, sidecar.AnnotationExcludeOutboundCIDRs},
+	{false, sidecar.AnnotationProxyCPURequest},
+	{false, sidecar.AnnotationProxyMemoryRequest},
+	{false, sidecar.AnnotationProxyCPULimit},
+	{false, sidecar.AnnotationProxyMemoryLimit},
+	{false, sidecar.AnnotationDefaultContainer},
+	{false, sidecar.AnnotationAppProbes},
+	{false, sidecar.AnnotationStatus},
 	{true, meshv1.InjectPodLabel},
 }
 
@@ -53,8 +54,8 @@ func FuzzInject(f *testing.F) {
 		f.Add(n, "app", int32(8080), uint8(1), uint8(1), uint8(0), "8081", uint8(29), false, []byte(nil))
 		f.Add(n, "grpc", int32(9090), uint8(3+5), uint8(2), uint8(2), "10.0.0.0/8", uint8(28), true, []byte(nil))
 		f.Add(n, "http", int32(80), uint8(1+15), uint8(0), uint8(3), "100m", uint8(0), false, []byte(nil))
-		f.Add(n, ProxyContainerName, int32(65536), uint8(2+10), uint8(5), uint8(6), "1Gi", uint8(33), true, []byte(nil))
-		f.Add(n, TokenVolumeName, int32(-1), uint8(4), uint8(200), uint8(10), "true", uint8(30), false, []byte(nil))
+		f.Add(n, sidecar.ProxyContainerName, int32(65536), uint8(2+10), uint8(5), uint8(6), "1Gi", uint8(33), true, []byte(nil))
+		f.Add(n, sidecar.TokenVolumeName, int32(-1), uint8(4), uint8(200), uint8(10), "true", uint8(30), false, []byte(nil))
 		f.Add(n, "", int32(0), uint8(0), uint8(0), uint8(200), "", uint8(33), false,
 			[]byte(`{"spec":{"initContainers":[{"name":"side","restartPolicy":"Always","readinessProbe":{"tcpSocket":{"port":9}}}]}}`))
 		f.Add(n, "", int32(0), uint8(0), uint8(0), uint8(200), "", uint8(33), false,

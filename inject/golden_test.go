@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden.yaml from what Inject returns")
@@ -214,7 +215,7 @@ func TestGoldenIdempotent(t *testing.T) {
 			if report.Injected {
 				t.Errorf("injecting the golden pod injected it again: %v", report.Added)
 			}
-			if _, injected := golden.Annotations[AnnotationStatus]; injected && report.Skipped != AlreadyInjected {
+			if _, injected := golden.Annotations[sidecar.AnnotationStatus]; injected && report.Skipped != AlreadyInjected {
 				t.Errorf("injecting the golden pod: skipped %q, want %q", report.Skipped, AlreadyInjected)
 			}
 			if !equality.Semantic.DeepEqual(&golden, again) {

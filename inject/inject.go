@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 // Config is what the operator knows that the Mesh does not say.
@@ -62,13 +63,13 @@ type Status struct {
 // ReadStatus returns the status of an injected pod, or nil when pod has no
 // trellis.dev/status annotation.
 func ReadStatus(pod *corev1.Pod) (*Status, error) {
-	v, ok := pod.Annotations[AnnotationStatus]
+	v, ok := pod.Annotations[sidecar.AnnotationStatus]
 	if !ok {
 		return nil, nil
 	}
 	var s Status
 	if err := json.Unmarshal([]byte(v), &s); err != nil {
-		return nil, fmt.Errorf("pod %s: annotation %s is not the JSON Trellis writes: %w", PodRef(pod, nil), AnnotationStatus, err)
+		return nil, fmt.Errorf("pod %s: annotation %s is not the JSON Trellis writes: %w", PodRef(pod, nil), sidecar.AnnotationStatus, err)
 	}
 	return &s, nil
 }
@@ -115,19 +116,19 @@ func Inject(pod *corev1.Pod, namespace *corev1.Namespace, mesh *meshv1.Mesh, cfg
 	// trellis-init runs first, so that every later container, init or not,
 	// starts with its traffic redirected.
 	inits := []corev1.Container{initContainer(p)}
-	status.InitContainers = append(status.InitContainers, InitContainerName)
+	status.InitContainers = append(status.InitContainers, sidecar.InitContainerName)
 	proxy := proxyContainer(p, probes)
 	if p.native {
 		// Right after trellis-init, so that the user's init containers run
 		// inside the mesh; its startup probe holds them (and the app) until
 		// the proxy is ready.
 		inits = append(inits, proxy)
-		status.InitContainers = append(status.InitContainers, ProxyContainerName)
+		status.InitContainers = append(status.InitContainers, sidecar.ProxyContainerName)
 	} else {
 		// First, so that its postStart hook holds the app's containers,
 		// which the kubelet starts in order, until it is ready.
 		out.Spec.Containers = append([]corev1.Container{proxy}, out.Spec.Containers...)
-		status.Containers = append(status.Containers, ProxyContainerName)
+		status.Containers = append(status.Containers, sidecar.ProxyContainerName)
 	}
 	out.Spec.InitContainers = append(inits, out.Spec.InitContainers...)
 
@@ -152,23 +153,23 @@ func Inject(pod *corev1.Pod, namespace *corev1.Namespace, mesh *meshv1.Mesh, cfg
 		out.Labels = map[string]string{}
 	}
 	out.Labels[meshv1.MeshLabel] = mesh.Name
-	out.Labels[LabelProxyVersion] = p.version
+	out.Labels[sidecar.LabelProxyVersion] = p.version
 
 	if out.Annotations == nil {
 		out.Annotations = map[string]string{}
 	}
 	statusJSON, err := json.Marshal(status)
 	if err != nil {
-		return nil, Report{}, fmt.Errorf("pod %s: encoding %s: %w", ref, AnnotationStatus, err)
+		return nil, Report{}, fmt.Errorf("pod %s: encoding %s: %w", ref, sidecar.AnnotationStatus, err)
 	}
-	out.Annotations[AnnotationStatus] = string(statusJSON)
+	out.Annotations[sidecar.AnnotationStatus] = string(statusJSON)
 	if probes != "" {
-		out.Annotations[AnnotationAppProbes] = probes
+		out.Annotations[sidecar.AnnotationAppProbes] = probes
 	} else {
-		delete(out.Annotations, AnnotationAppProbes)
+		delete(out.Annotations, sidecar.AnnotationAppProbes)
 	}
-	if _, ok := out.Annotations[AnnotationDefaultContainer]; !ok && defaultContainer != "" {
-		out.Annotations[AnnotationDefaultContainer] = defaultContainer
+	if _, ok := out.Annotations[sidecar.AnnotationDefaultContainer]; !ok && defaultContainer != "" {
+		out.Annotations[sidecar.AnnotationDefaultContainer] = defaultContainer
 	}
 
 	report := Report{Injected: true, Warnings: warnings}
@@ -231,20 +232,20 @@ func resolve(ref string, pod *corev1.Pod, namespace *corev1.Namespace, mesh *mes
 	}
 	if errs := validation.IsValidLabelValue(p.version); len(errs) > 0 {
 		return params{}, nil, fmt.Errorf("mesh %s: proxy version %q cannot be the value of the pod label %s (%s); set spec.proxy.version to a tag of at most 63 letters, digits, '-', '_' and '.'",
-			mesh.Name, p.version, LabelProxyVersion, strings.Join(errs, "; "))
+			mesh.Name, p.version, sidecar.LabelProxyVersion, strings.Join(errs, "; "))
 	}
 
 	wantNative := spec.Injection.SidecarMode != meshv1.SidecarModeClassic
 	p.native = wantNative && cfg.KubernetesMinor >= nativeSidecarMinor
 	switch {
 	case wantNative && cfg.KubernetesMinor == 0:
-		warnings = append(warnings, fmt.Sprintf("Mesh %s asks for native sidecars, but the cluster's Kubernetes version is not known; %s is added as a regular container", mesh.Name, ProxyContainerName))
+		warnings = append(warnings, fmt.Sprintf("Mesh %s asks for native sidecars, but the cluster's Kubernetes version is not known; %s is added as a regular container", mesh.Name, sidecar.ProxyContainerName))
 	case wantNative && !p.native:
-		warnings = append(warnings, fmt.Sprintf("Mesh %s asks for native sidecars, which need Kubernetes 1.%d or later; the cluster runs 1.%d, so %s is added as a regular container", mesh.Name, nativeSidecarMinor, cfg.KubernetesMinor, ProxyContainerName))
+		warnings = append(warnings, fmt.Sprintf("Mesh %s asks for native sidecars, which need Kubernetes 1.%d or later; the cluster runs 1.%d, so %s is added as a regular container", mesh.Name, nativeSidecarMinor, cfg.KubernetesMinor, sidecar.ProxyContainerName))
 	}
 	if !p.native {
 		if rp := pod.Spec.RestartPolicy; rp == corev1.RestartPolicyNever || rp == corev1.RestartPolicyOnFailure {
-			warnings = append(warnings, fmt.Sprintf("pod restartPolicy is %s but %s is a regular container: it keeps running after the app exits, so a Job's pod does not complete until something calls the proxy's /shutdown on port %d", rp, ProxyContainerName, AdminPort))
+			warnings = append(warnings, fmt.Sprintf("pod restartPolicy is %s but %s is a regular container: it keeps running after the app exits, so a Job's pod does not complete until something calls the proxy's /shutdown on port %d", rp, sidecar.ProxyContainerName, sidecar.AdminPort))
 		}
 		var early []string
 		for _, c := range pod.Spec.InitContainers {
@@ -253,37 +254,37 @@ func resolve(ref string, pod *corev1.Pod, namespace *corev1.Namespace, mesh *mes
 				early = append(early, c.Name)
 			case c.StartupProbe != nil && c.StartupProbe.Exec == nil:
 				warnings = append(warnings, fmt.Sprintf("init container %s is a native sidecar with a startup probe, which %s relays; %s is a regular container that starts after it, so the probe never passes and the pod never starts: use sidecarMode Native",
-					c.Name, ProxyContainerName, ProxyContainerName))
+					c.Name, sidecar.ProxyContainerName, sidecar.ProxyContainerName))
 			}
 		}
 		switch len(early) {
 		case 0:
 		case 1:
 			warnings = append(warnings, fmt.Sprintf("init container %s runs after %s redirects the pod's traffic but before %s starts: its connections fail unless it runs as UID %d or its destinations are in %s or %s",
-				early[0], InitContainerName, ProxyContainerName, ProxyUID, AnnotationExcludeOutboundPorts, AnnotationExcludeOutboundCIDRs))
+				early[0], sidecar.InitContainerName, sidecar.ProxyContainerName, sidecar.ProxyUID, sidecar.AnnotationExcludeOutboundPorts, sidecar.AnnotationExcludeOutboundCIDRs))
 		default:
 			warnings = append(warnings, fmt.Sprintf("init containers %s run after %s redirects the pod's traffic but before %s starts: their connections fail unless they run as UID %d or their destinations are in %s or %s",
-				strings.Join(early, ", "), InitContainerName, ProxyContainerName, ProxyUID, AnnotationExcludeOutboundPorts, AnnotationExcludeOutboundCIDRs))
+				strings.Join(early, ", "), sidecar.InitContainerName, sidecar.ProxyContainerName, sidecar.ProxyUID, sidecar.AnnotationExcludeOutboundPorts, sidecar.AnnotationExcludeOutboundCIDRs))
 		}
 	}
 	if level := namespace.Labels["pod-security.kubernetes.io/enforce"]; level == "baseline" || level == "restricted" {
 		warnings = append(warnings, fmt.Sprintf("namespace %s enforces the %s Pod Security Standard, which refuses %s: it runs as root with NET_ADMIN and NET_RAW to redirect the pod's traffic",
-			namespace.Name, level, InitContainerName))
+			namespace.Name, level, sidecar.InitContainerName))
 	}
 	if MeshName(&corev1.Pod{}, namespace) == "" {
 		warnings = append(warnings, fmt.Sprintf("namespace %s is not labeled for Mesh %s, only the pod is: the pod starts once the operator has put the ConfigMap %s in the namespace, which it does for labeled namespaces",
 			namespace.Name, mesh.Name, trustBundleName))
 	}
 	for _, c := range appContainers(pod) {
-		if runsAs(pod, c) == ProxyUID {
-			warnings = append(warnings, fmt.Sprintf("container %s runs as UID %d, the proxy's: its traffic bypasses the proxy", c.Name, ProxyUID))
+		if runsAs(pod, c) == sidecar.ProxyUID {
+			warnings = append(warnings, fmt.Sprintf("container %s runs as UID %d, the proxy's: its traffic bypasses the proxy", c.Name, sidecar.ProxyUID))
 		}
 	}
 
-	if p.excludeInboundPorts, err = ports(ref, pod, mesh, AnnotationExcludeInboundPorts, "spec.proxy.excludeInboundPorts", spec.Proxy.ExcludeInboundPorts); err != nil {
+	if p.excludeInboundPorts, err = ports(ref, pod, mesh, sidecar.AnnotationExcludeInboundPorts, "spec.proxy.excludeInboundPorts", spec.Proxy.ExcludeInboundPorts); err != nil {
 		return params{}, nil, err
 	}
-	if p.excludeOutboundPorts, err = ports(ref, pod, mesh, AnnotationExcludeOutboundPorts, "spec.proxy.excludeOutboundPorts", spec.Proxy.ExcludeOutboundPorts); err != nil {
+	if p.excludeOutboundPorts, err = ports(ref, pod, mesh, sidecar.AnnotationExcludeOutboundPorts, "spec.proxy.excludeOutboundPorts", spec.Proxy.ExcludeOutboundPorts); err != nil {
 		return params{}, nil, err
 	}
 	if p.excludeOutboundCIDRs, err = cidrs(ref, pod, mesh); err != nil {
@@ -338,7 +339,7 @@ func splitImage(ref string) (repo, tag string) {
 // any such name is the user's: adding ours would make the pod invalid, or
 // mount the user's volume into the proxy.
 func checkNamesAndPorts(ref string, pod *corev1.Pod) error {
-	ourContainers := []string{InitContainerName, ProxyContainerName}
+	ourContainers := []string{sidecar.InitContainerName, sidecar.ProxyContainerName}
 	var names []string
 	for _, c := range pod.Spec.InitContainers {
 		names = append(names, c.Name)
@@ -351,12 +352,12 @@ func checkNamesAndPorts(ref string, pod *corev1.Pod) error {
 	}
 	for _, n := range ourContainers {
 		if slices.Contains(names, n) {
-			return fmt.Errorf("pod %s already has a container named %s and no %s annotation: Trellis adds a container of that name; rename yours", ref, n, AnnotationStatus)
+			return fmt.Errorf("pod %s already has a container named %s and no %s annotation: Trellis adds a container of that name; rename yours", ref, n, sidecar.AnnotationStatus)
 		}
 	}
 	for _, v := range pod.Spec.Volumes {
-		if v.Name == TokenVolumeName || v.Name == TrustBundleVolumeName || v.Name == TmpVolumeName {
-			return fmt.Errorf("pod %s already has a volume named %s and no %s annotation: Trellis adds a volume of that name; rename yours", ref, v.Name, AnnotationStatus)
+		if v.Name == sidecar.TokenVolumeName || v.Name == sidecar.TrustBundleVolumeName || v.Name == sidecar.TmpVolumeName {
+			return fmt.Errorf("pod %s already has a volume named %s and no %s annotation: Trellis adds a volume of that name; rename yours", ref, v.Name, sidecar.AnnotationStatus)
 		}
 	}
 	// The pod's containers share one network namespace: an app listening on
@@ -364,9 +365,9 @@ func checkNamesAndPorts(ref string, pod *corev1.Pod) error {
 	for _, c := range appContainers(pod) {
 		for _, port := range c.Ports {
 			switch port.ContainerPort {
-			case OutboundPort, InboundPort, AdminPort:
+			case sidecar.OutboundPort, sidecar.InboundPort, sidecar.AdminPort:
 				return fmt.Errorf("pod %s: container %s declares port %d, which the Trellis proxy listens on (it uses %d, %d and %d); move the app to another port",
-					ref, c.Name, port.ContainerPort, OutboundPort, InboundPort, AdminPort)
+					ref, c.Name, port.ContainerPort, sidecar.OutboundPort, sidecar.InboundPort, sidecar.AdminPort)
 			}
 		}
 	}

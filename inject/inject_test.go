@@ -15,10 +15,12 @@ import (
 	"k8s.io/utils/ptr"
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 // TestOperatorNames checks the names copied from package controllers,
-// which inject must not import, against the source they were copied from.
+// which neither inject nor sidecar may import, against the source they were
+// copied from.
 func TestOperatorNames(t *testing.T) {
 	src, err := os.ReadFile(filepath.Join("..", "controllers", "names.go"))
 	if err != nil {
@@ -26,12 +28,13 @@ func TestOperatorNames(t *testing.T) {
 	}
 	for _, decl := range []string{
 		`TrustBundleName = "` + trustBundleName + `"`,
-		`TrustBundleKey = "` + trustBundleKey + `"`,
+		`TrustBundleName = "` + sidecar.TrustBundleVolumeName + `"`,
+		`TrustBundleKey = "` + sidecar.TrustBundleFile + `"`,
 		`ControlPlaneName = "` + controlPlaneName + `"`,
 		`ControlPlaneGRPCPort = ` + "15012",
 	} {
 		if !strings.Contains(strings.Join(strings.Fields(string(src)), " "), decl) {
-			t.Errorf("controllers/names.go has no %s: update the copy in inject/names.go", decl)
+			t.Errorf("controllers/names.go has no %s: update the copy in inject/names.go or sidecar/names.go", decl)
 		}
 	}
 	if controlPlaneGRPCPort != 15012 {
@@ -61,72 +64,82 @@ func TestInjectErrors(t *testing.T) {
 		want []string // substrings of the error
 	}{
 		"inbound port not a number": {
-			pod:  func(p *corev1.Pod) { p.Annotations = map[string]string{AnnotationExcludeInboundPorts: "80,http"} },
-			want: []string{AnnotationExcludeInboundPorts, `"http"`, "shop/web"}},
+			pod: func(p *corev1.Pod) {
+				p.Annotations = map[string]string{sidecar.AnnotationExcludeInboundPorts: "80,http"}
+			},
+			want: []string{sidecar.AnnotationExcludeInboundPorts, `"http"`, "shop/web"}},
 		"outbound port zero": {
-			pod:  func(p *corev1.Pod) { p.Annotations = map[string]string{AnnotationExcludeOutboundPorts: "0"} },
-			want: []string{AnnotationExcludeOutboundPorts, `"0"`}},
+			pod:  func(p *corev1.Pod) { p.Annotations = map[string]string{sidecar.AnnotationExcludeOutboundPorts: "0"} },
+			want: []string{sidecar.AnnotationExcludeOutboundPorts, `"0"`}},
 		"outbound port too big": {
-			pod:  func(p *corev1.Pod) { p.Annotations = map[string]string{AnnotationExcludeOutboundPorts: "65536"} },
-			want: []string{AnnotationExcludeOutboundPorts, `"65536"`}},
+			pod: func(p *corev1.Pod) {
+				p.Annotations = map[string]string{sidecar.AnnotationExcludeOutboundPorts: "65536"}
+			},
+			want: []string{sidecar.AnnotationExcludeOutboundPorts, `"65536"`}},
 		"port range": {
-			pod:  func(p *corev1.Pod) { p.Annotations = map[string]string{AnnotationExcludeInboundPorts: "8000-8100"} },
-			want: []string{AnnotationExcludeInboundPorts, `"8000-8100"`}},
+			pod: func(p *corev1.Pod) {
+				p.Annotations = map[string]string{sidecar.AnnotationExcludeInboundPorts: "8000-8100"}
+			},
+			want: []string{sidecar.AnnotationExcludeInboundPorts, `"8000-8100"`}},
 		"cidr": {
-			pod:  func(p *corev1.Pod) { p.Annotations = map[string]string{AnnotationExcludeOutboundCIDRs: "10.0.0.0/33"} },
-			want: []string{AnnotationExcludeOutboundCIDRs, `"10.0.0.0/33"`}},
+			pod: func(p *corev1.Pod) {
+				p.Annotations = map[string]string{sidecar.AnnotationExcludeOutboundCIDRs: "10.0.0.0/33"}
+			},
+			want: []string{sidecar.AnnotationExcludeOutboundCIDRs, `"10.0.0.0/33"`}},
 		"cpu request": {
-			pod:  func(p *corev1.Pod) { p.Annotations = map[string]string{AnnotationProxyCPURequest: "lots"} },
-			want: []string{AnnotationProxyCPURequest, `"lots"`}},
+			pod:  func(p *corev1.Pod) { p.Annotations = map[string]string{sidecar.AnnotationProxyCPURequest: "lots"} },
+			want: []string{sidecar.AnnotationProxyCPURequest, `"lots"`}},
 		"memory request negative": {
-			pod:  func(p *corev1.Pod) { p.Annotations = map[string]string{AnnotationProxyMemoryRequest: "-1Mi"} },
-			want: []string{AnnotationProxyMemoryRequest, `"-1Mi"`}},
+			pod:  func(p *corev1.Pod) { p.Annotations = map[string]string{sidecar.AnnotationProxyMemoryRequest: "-1Mi"} },
+			want: []string{sidecar.AnnotationProxyMemoryRequest, `"-1Mi"`}},
 		"cpu limit": {
-			pod:  func(p *corev1.Pod) { p.Annotations = map[string]string{AnnotationProxyCPULimit: "1 core"} },
-			want: []string{AnnotationProxyCPULimit, `"1 core"`}},
+			pod:  func(p *corev1.Pod) { p.Annotations = map[string]string{sidecar.AnnotationProxyCPULimit: "1 core"} },
+			want: []string{sidecar.AnnotationProxyCPULimit, `"1 core"`}},
 		"memory limit": {
-			pod:  func(p *corev1.Pod) { p.Annotations = map[string]string{AnnotationProxyMemoryLimit: "64MB!"} },
-			want: []string{AnnotationProxyMemoryLimit, `"64MB!"`}},
+			pod:  func(p *corev1.Pod) { p.Annotations = map[string]string{sidecar.AnnotationProxyMemoryLimit: "64MB!"} },
+			want: []string{sidecar.AnnotationProxyMemoryLimit, `"64MB!"`}},
 		"cpu request over the annotated limit": {
 			pod: func(p *corev1.Pod) {
-				p.Annotations = map[string]string{AnnotationProxyCPURequest: "2", AnnotationProxyCPULimit: "1"}
+				p.Annotations = map[string]string{sidecar.AnnotationProxyCPURequest: "2", sidecar.AnnotationProxyCPULimit: "1"}
 			},
-			want: []string{"cpu request 2", AnnotationProxyCPURequest, "limit 1", AnnotationProxyCPULimit}},
+			want: []string{"cpu request 2", sidecar.AnnotationProxyCPURequest, "limit 1", sidecar.AnnotationProxyCPULimit}},
 		"memory limit under the Mesh's request": {
-			pod:  func(p *corev1.Pod) { p.Annotations = map[string]string{AnnotationProxyMemoryLimit: "10Mi"} },
-			want: []string{"memory request 20Mi (from the default)", "limit 10Mi (from annotation " + AnnotationProxyMemoryLimit}},
+			pod:  func(p *corev1.Pod) { p.Annotations = map[string]string{sidecar.AnnotationProxyMemoryLimit: "10Mi"} },
+			want: []string{"memory request 20Mi (from the default)", "limit 10Mi (from annotation " + sidecar.AnnotationProxyMemoryLimit}},
 		"Mesh's own resources named": {
-			pod: func(p *corev1.Pod) { p.Annotations = map[string]string{AnnotationProxyCPULimit: "10m"} },
+			pod: func(p *corev1.Pod) { p.Annotations = map[string]string{sidecar.AnnotationProxyCPULimit: "10m"} },
 			mesh: func(m *meshv1.Mesh) {
 				m.Spec.Proxy.Resources = &corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m")}}
 			},
 			want: []string{"(from Mesh default spec.proxy.resources)"}},
 		"init container named trellis-init": {
-			pod:  func(p *corev1.Pod) { p.Spec.InitContainers = []corev1.Container{{Name: InitContainerName, Image: "x"}} },
+			pod: func(p *corev1.Pod) {
+				p.Spec.InitContainers = []corev1.Container{{Name: sidecar.InitContainerName, Image: "x"}}
+			},
 			want: []string{"container named trellis-init"}},
 		"container named trellis-proxy": {
 			pod: func(p *corev1.Pod) {
-				p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: ProxyContainerName, Image: "x"})
+				p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: sidecar.ProxyContainerName, Image: "x"})
 			},
 			want: []string{"container named trellis-proxy"}},
 		"ephemeral container named trellis-proxy": {
 			pod: func(p *corev1.Pod) {
-				p.Spec.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: ProxyContainerName}}}
+				p.Spec.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: sidecar.ProxyContainerName}}}
 			},
 			want: []string{"container named trellis-proxy"}},
 		"volume trellis-token": {
-			pod:  func(p *corev1.Pod) { p.Spec.Volumes = []corev1.Volume{{Name: TokenVolumeName}} },
+			pod:  func(p *corev1.Pod) { p.Spec.Volumes = []corev1.Volume{{Name: sidecar.TokenVolumeName}} },
 			want: []string{"volume named trellis-token"}},
 		"volume trellis-ca-bundle": {
-			pod:  func(p *corev1.Pod) { p.Spec.Volumes = []corev1.Volume{{Name: TrustBundleVolumeName}} },
+			pod:  func(p *corev1.Pod) { p.Spec.Volumes = []corev1.Volume{{Name: sidecar.TrustBundleVolumeName}} },
 			want: []string{"volume named trellis-ca-bundle"}},
 		"app on the outbound port": {
-			pod:  func(p *corev1.Pod) { p.Spec.Containers[0].Ports[0].ContainerPort = OutboundPort },
+			pod:  func(p *corev1.Pod) { p.Spec.Containers[0].Ports[0].ContainerPort = sidecar.OutboundPort },
 			want: []string{"container web declares port 15001"}},
 		"user sidecar on the inbound port": {
 			pod: func(p *corev1.Pod) {
 				p.Spec.InitContainers = []corev1.Container{{Name: "side", Image: "x", RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
-					Ports: []corev1.ContainerPort{{ContainerPort: InboundPort}}}}
+					Ports: []corev1.ContainerPort{{ContainerPort: sidecar.InboundPort}}}}
 			},
 			want: []string{"container side declares port 15006"}},
 		"Mesh port out of range": {
@@ -137,10 +150,10 @@ func TestInjectErrors(t *testing.T) {
 			want: []string{"mesh default", "spec.proxy.excludeOutboundCIDRs", `"metadata"`}},
 		"version not a label value": {
 			mesh: func(m *meshv1.Mesh) { m.Spec.Proxy.Version = strings.Repeat("v", 64) },
-			want: []string{"spec.proxy.version", LabelProxyVersion}},
+			want: []string{"spec.proxy.version", sidecar.LabelProxyVersion}},
 		"operator version with build metadata": {
 			cfg:  func(c *Config) { c.Version = "v0.1.0+dirty" },
-			want: []string{`"v0.1.0+dirty"`, LabelProxyVersion}},
+			want: []string{`"v0.1.0+dirty"`, sidecar.LabelProxyVersion}},
 		"no image": {
 			cfg:  func(c *Config) { *c = Config{Version: "v1", KubernetesMinor: 33} },
 			want: []string{"no proxy image"}},
@@ -233,8 +246,8 @@ func TestKubernetesVersionUnknown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(out.Spec.Containers) == 0 || out.Spec.Containers[0].Name != ProxyContainerName {
-		t.Errorf("with the cluster's version unknown, want %s as the first regular container", ProxyContainerName)
+	if len(out.Spec.Containers) == 0 || out.Spec.Containers[0].Name != sidecar.ProxyContainerName {
+		t.Errorf("with the cluster's version unknown, want %s as the first regular container", sidecar.ProxyContainerName)
 	}
 	if !containsSubstring(report.Warnings, "not known") {
 		t.Errorf("no warning that the cluster's version is not known: %q", report.Warnings)
@@ -263,7 +276,7 @@ func TestWarnsOfSidecarStartupProbeInClassicMode(t *testing.T) {
 
 func TestWarnsOfTheProxyUID(t *testing.T) {
 	pod, ns, mesh := meshedPod()
-	pod.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: ptr.To[int64](ProxyUID)}
+	pod.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: ptr.To[int64](sidecar.ProxyUID)}
 	_, report, err := Inject(pod, ns, mesh, defaultConfig)
 	if err != nil {
 		t.Fatal(err)
@@ -290,18 +303,18 @@ func TestAppProbesEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	annotation := out.Annotations[AnnotationAppProbes]
+	annotation := out.Annotations[sidecar.AnnotationAppProbes]
 	var probes AppProbes
 	if err := json.Unmarshal([]byte(annotation), &probes); err != nil {
-		t.Fatalf("annotation %s: %v", AnnotationAppProbes, err)
+		t.Fatalf("annotation %s: %v", sidecar.AnnotationAppProbes, err)
 	}
 	h := probes["web/readyz"].HTTPGet
 	if h == nil || h.Path != "/ready?x=$(TRELLIS_MESH)&y=$$" || h.Port != intstr.FromInt32(8080) {
 		t.Errorf("recorded readiness probe = %+v; want the original path with port http resolved to 8080", h)
 	}
 	env := proxyOf(t, out).Env
-	if got := expand(envValue(env, EnvAppProbes), env); got != annotation {
-		t.Errorf("%s after the kubelet's expansion = %s; want the annotation %s", EnvAppProbes, got, annotation)
+	if got := expand(envValue(env, sidecar.EnvAppProbes), env); got != annotation {
+		t.Errorf("%s after the kubelet's expansion = %s; want the annotation %s", sidecar.EnvAppProbes, got, annotation)
 	}
 }
 
@@ -311,10 +324,10 @@ func TestAppProbesEnv(t *testing.T) {
 func TestRelayedProbeKept(t *testing.T) {
 	pod, ns, mesh := meshedPod()
 	relay := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-		Path: "/app-health/web/livez", Port: intstr.FromInt32(AdminPort), Scheme: corev1.URISchemeHTTP,
+		Path: "/app-health/web/livez", Port: intstr.FromInt32(sidecar.AdminPort), Scheme: corev1.URISchemeHTTP,
 	}}, PeriodSeconds: 7}
 	pod.Spec.Containers[0].LivenessProbe = relay.DeepCopy()
-	pod.Annotations = map[string]string{AnnotationAppProbes: `{"web/livez":{"tcpSocket":{"port":8080}},"gone/readyz":{"tcpSocket":{"port":1}}}`}
+	pod.Annotations = map[string]string{sidecar.AnnotationAppProbes: `{"web/livez":{"tcpSocket":{"port":8080}},"gone/readyz":{"tcpSocket":{"port":1}}}`}
 	out, _, err := Inject(pod, ns, mesh, defaultConfig)
 	if err != nil {
 		t.Fatal(err)
@@ -322,8 +335,8 @@ func TestRelayedProbeKept(t *testing.T) {
 	if got := out.Spec.Containers[0].LivenessProbe; !reflect.DeepEqual(got, relay) {
 		t.Errorf("relayed probe changed to %+v", got)
 	}
-	if got, want := out.Annotations[AnnotationAppProbes], `{"web/livez":{"tcpSocket":{"port":8080}}}`; got != want {
-		t.Errorf("%s = %s, want %s (the relayed probe's original, and nothing for probes that are gone)", AnnotationAppProbes, got, want)
+	if got, want := out.Annotations[sidecar.AnnotationAppProbes], `{"web/livez":{"tcpSocket":{"port":8080}}}`; got != want {
+		t.Errorf("%s = %s, want %s (the relayed probe's original, and nothing for probes that are gone)", sidecar.AnnotationAppProbes, got, want)
 	}
 }
 
@@ -340,25 +353,25 @@ func TestReadStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &Status{Version: "v0.1.0", Mesh: "default", InitContainers: []string{InitContainerName, ProxyContainerName},
-		Containers: []string{}, Volumes: []string{TrustBundleVolumeName, TmpVolumeName, TokenVolumeName}}
+	want := &Status{Version: "v0.1.0", Mesh: "default", InitContainers: []string{sidecar.InitContainerName, sidecar.ProxyContainerName},
+		Containers: []string{}, Volumes: []string{sidecar.TrustBundleVolumeName, sidecar.TmpVolumeName, sidecar.TokenVolumeName}}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("ReadStatus = %+v, want %+v", s, want)
 	}
-	out.Annotations[AnnotationStatus] = "{"
-	if _, err := ReadStatus(out); err == nil || !strings.Contains(err.Error(), AnnotationStatus) {
-		t.Errorf("ReadStatus of a bad annotation: %v; want an error naming %s", err, AnnotationStatus)
+	out.Annotations[sidecar.AnnotationStatus] = "{"
+	if _, err := ReadStatus(out); err == nil || !strings.Contains(err.Error(), sidecar.AnnotationStatus) {
+		t.Errorf("ReadStatus of a bad annotation: %v; want an error naming %s", err, sidecar.AnnotationStatus)
 	}
 }
 
 func proxyOf(t *testing.T, pod *corev1.Pod) corev1.Container {
 	t.Helper()
 	for _, c := range append(pod.Spec.InitContainers, pod.Spec.Containers...) {
-		if c.Name == ProxyContainerName {
+		if c.Name == sidecar.ProxyContainerName {
 			return c
 		}
 	}
-	t.Fatalf("no %s container", ProxyContainerName)
+	t.Fatalf("no %s container", sidecar.ProxyContainerName)
 	return corev1.Container{}
 }
 

@@ -8,11 +8,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 // AppProbes are an injected pod's original app probes, keyed by
-// <container>/<livez|readyz|startupz>, the end of the path on AdminPort that
-// the probe was rewritten to. The proxy reads them from EnvAppProbes and runs
+// <container>/<livez|readyz|startupz>, the end of the path on
+// sidecar.AdminPort that the probe was rewritten to. The proxy reads them
+// from sidecar.EnvAppProbes, with its own types (appprobe.Probes), and runs
 // each when the kubelet asks for its path.
 //
 // The kubelet's probes must go through the proxy: an HTTP probe to the pod
@@ -37,13 +40,13 @@ var probeKinds = []struct {
 // rewriteProbes rewrites, in pod, every HTTP, TCP and gRPC probe of the app
 // containers (the regular ones and the user's native sidecars; other init
 // containers cannot have probes) to an HTTP GET of its relay path on
-// AdminPort, keeping its timing. It returns the JSON of the originals, ""
-// when there are none. Exec probes run inside the container and need no
-// relay. A probe that is already a relay is left alone, and its original
-// kept from the pod's AnnotationAppProbes when it is there.
+// sidecar.AdminPort, keeping its timing. It returns the JSON of the
+// originals, "" when there are none. Exec probes run inside the container
+// and need no relay. A probe that is already a relay is left alone, and its
+// original kept from the pod's sidecar.AnnotationAppProbes when it is there.
 func rewriteProbes(ref string, pod *corev1.Pod) (string, []string, error) {
 	var prior AppProbes
-	if v, ok := pod.Annotations[AnnotationAppProbes]; ok {
+	if v, ok := pod.Annotations[sidecar.AnnotationAppProbes]; ok {
 		_ = json.Unmarshal([]byte(v), &prior) // not ours to judge: a bad value is replaced
 	}
 	originals := AppProbes{}
@@ -88,8 +91,8 @@ func rewriteProbes(ref string, pod *corev1.Pod) (string, []string, error) {
 			}
 			originals[key] = orig
 			p.ProbeHandler = corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-				Path:   AppHealthPathPrefix + key,
-				Port:   intstr.FromInt32(AdminPort),
+				Path:   sidecar.AppHealthPathPrefix + key,
+				Port:   intstr.FromInt32(sidecar.AdminPort),
 				Scheme: corev1.URISchemeHTTP,
 			}}
 		}
@@ -107,7 +110,7 @@ func rewriteProbes(ref string, pod *corev1.Pod) (string, []string, error) {
 // isRelay reports whether p is already a probe relayed by the proxy.
 func isRelay(p *corev1.Probe) bool {
 	h := p.HTTPGet
-	return h != nil && h.Port.Type == intstr.Int && h.Port.IntVal == AdminPort && strings.HasPrefix(h.Path, AppHealthPathPrefix)
+	return h != nil && h.Port.Type == intstr.Int && h.Port.IntVal == sidecar.AdminPort && strings.HasPrefix(h.Path, sidecar.AppHealthPathPrefix)
 }
 
 // handlers counts the handlers of a probe; a valid one has exactly one.

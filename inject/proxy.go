@@ -10,6 +10,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 // The containers and volumes that Inject adds. Fields that the API server
@@ -18,14 +20,14 @@ import (
 
 // initContainer redirects the pod's traffic to the proxy, then exits.
 func initContainer(p params) corev1.Container {
-	inbound := append([]int32{AdminPort}, p.excludeInboundPorts...)
+	inbound := append([]int32{sidecar.AdminPort}, p.excludeInboundPorts...)
 	slices.Sort(inbound)
 	inbound = slices.Compact(inbound)
 	args := []string{
 		"init",
-		fmt.Sprintf("--outbound-port=%d", OutboundPort),
-		fmt.Sprintf("--inbound-port=%d", InboundPort),
-		fmt.Sprintf("--proxy-uid=%d", ProxyUID),
+		fmt.Sprintf("--outbound-port=%d", sidecar.OutboundPort),
+		fmt.Sprintf("--inbound-port=%d", sidecar.InboundPort),
+		fmt.Sprintf("--proxy-uid=%d", sidecar.ProxyUID),
 		// The admin port is never redirected: the kubelet probes the proxy
 		// (and, through it, the app) there.
 		"--exclude-inbound-ports=" + joinPorts(inbound),
@@ -37,9 +39,9 @@ func initContainer(p params) corev1.Container {
 		args = append(args, "--exclude-outbound-cidrs="+strings.Join(p.excludeOutboundCIDRs, ","))
 	}
 	return corev1.Container{
-		Name:    InitContainerName,
+		Name:    sidecar.InitContainerName,
 		Image:   p.image,
-		Command: []string{ProxyBinary},
+		Command: []string{sidecar.ProxyBinary},
 		Args:    args,
 		Resources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{
@@ -72,28 +74,28 @@ func initContainer(p params) corev1.Container {
 // original probes, "" when there are none.
 func proxyContainer(p params, appProbes string) corev1.Container {
 	c := corev1.Container{
-		Name:    ProxyContainerName,
+		Name:    sidecar.ProxyContainerName,
 		Image:   p.image,
-		Command: []string{ProxyBinary},
+		Command: []string{sidecar.ProxyBinary},
 		Args:    []string{"run"},
 		Ports: []corev1.ContainerPort{
-			{ContainerPort: OutboundPort, Protocol: corev1.ProtocolTCP},
-			{ContainerPort: InboundPort, Protocol: corev1.ProtocolTCP},
-			{Name: AdminPortName, ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP},
+			{ContainerPort: sidecar.OutboundPort, Protocol: corev1.ProtocolTCP},
+			{ContainerPort: sidecar.InboundPort, Protocol: corev1.ProtocolTCP},
+			{Name: sidecar.AdminPortName, ContainerPort: sidecar.AdminPort, Protocol: corev1.ProtocolTCP},
 		},
 		Env:       proxyEnv(p, appProbes),
 		Resources: p.resources,
 		VolumeMounts: []corev1.VolumeMount{
-			{Name: TokenVolumeName, MountPath: TokenDir, ReadOnly: true},
-			{Name: TrustBundleVolumeName, MountPath: TrustBundleDir, ReadOnly: true},
-			{Name: TmpVolumeName, MountPath: TmpDir},
+			{Name: sidecar.TokenVolumeName, MountPath: sidecar.TokenDir, ReadOnly: true},
+			{Name: sidecar.TrustBundleVolumeName, MountPath: sidecar.TrustBundleDir, ReadOnly: true},
+			{Name: sidecar.TmpVolumeName, MountPath: sidecar.TmpDir},
 		},
 		ReadinessProbe: adminProbe("/ready", 2, 3),
 		LivenessProbe:  adminProbe("/live", 10, 3),
 		SecurityContext: &corev1.SecurityContext{
 			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-			RunAsUser:                ptr.To[int64](ProxyUID),
-			RunAsGroup:               ptr.To[int64](ProxyUID),
+			RunAsUser:                ptr.To[int64](sidecar.ProxyUID),
+			RunAsGroup:               ptr.To[int64](sidecar.ProxyUID),
 			RunAsNonRoot:             ptr.To(true),
 			AllowPrivilegeEscalation: ptr.To(false),
 			ReadOnlyRootFilesystem:   ptr.To(true),
@@ -116,7 +118,7 @@ func proxyContainer(p params, appProbes string) corev1.Container {
 		// each one's postStart hook, so this holds the app.
 		c.Lifecycle = &corev1.Lifecycle{
 			PostStart: &corev1.LifecycleHandler{
-				Exec: &corev1.ExecAction{Command: []string{ProxyBinary, "wait-ready"}},
+				Exec: &corev1.ExecAction{Command: []string{sidecar.ProxyBinary, "wait-ready"}},
 			},
 		}
 	}
@@ -129,7 +131,7 @@ func adminProbe(path string, periodSeconds, failureThreshold int32) *corev1.Prob
 		ProbeHandler: corev1.ProbeHandler{
 			HTTPGet: &corev1.HTTPGetAction{
 				Path:   path,
-				Port:   intstr.FromInt32(AdminPort),
+				Port:   intstr.FromInt32(sidecar.AdminPort),
 				Scheme: corev1.URISchemeHTTP,
 			},
 		},
@@ -147,21 +149,21 @@ func proxyEnv(p params, appProbes string) []corev1.EnvVar {
 		}}
 	}
 	env := []corev1.EnvVar{
-		field(EnvPodName, "metadata.name"),
-		field(EnvPodNamespace, "metadata.namespace"),
-		field(EnvPodIP, "status.podIP"),
-		field(EnvServiceAccount, "spec.serviceAccountName"),
-		field(EnvNodeName, "spec.nodeName"),
-		{Name: EnvControlPlane, Value: fmt.Sprintf("%s.%s.svc:%d", controlPlaneName, p.meshNamespace, controlPlaneGRPCPort)},
-		{Name: EnvTrustDomain, Value: p.trustDomain},
-		{Name: EnvMesh, Value: p.mesh},
-		{Name: EnvMTLSMode, Value: p.mtlsMode},
-		{Name: EnvLogLevel, Value: p.logLevel},
+		field(sidecar.EnvPodName, "metadata.name"),
+		field(sidecar.EnvPodNamespace, "metadata.namespace"),
+		field(sidecar.EnvPodIP, "status.podIP"),
+		field(sidecar.EnvServiceAccount, "spec.serviceAccountName"),
+		field(sidecar.EnvNodeName, "spec.nodeName"),
+		{Name: sidecar.EnvControlPlane, Value: fmt.Sprintf("%s.%s.svc:%d", controlPlaneName, p.meshNamespace, controlPlaneGRPCPort)},
+		{Name: sidecar.EnvTrustDomain, Value: p.trustDomain},
+		{Name: sidecar.EnvMesh, Value: p.mesh},
+		{Name: sidecar.EnvMTLSMode, Value: p.mtlsMode},
+		{Name: sidecar.EnvLogLevel, Value: p.logLevel},
 	}
 	if appProbes != "" {
 		// The kubelet expands $(VAR) in values and turns $$ into $: escaped,
 		// the proxy sees exactly the annotation's JSON.
-		env = append(env, corev1.EnvVar{Name: EnvAppProbes, Value: strings.ReplaceAll(appProbes, "$", "$$")})
+		env = append(env, corev1.EnvVar{Name: sidecar.EnvAppProbes, Value: strings.ReplaceAll(appProbes, "$", "$$")})
 	}
 	if t := p.tracing; t != nil {
 		sampling := int32(defaultSampling)
@@ -169,37 +171,37 @@ func proxyEnv(p params, appProbes string) []corev1.EnvVar {
 			sampling = *t.SamplingPercent
 		}
 		env = append(env,
-			corev1.EnvVar{Name: EnvTracingEndpoint, Value: t.Endpoint},
-			corev1.EnvVar{Name: EnvTracingSamplingPercent, Value: strconv.Itoa(int(sampling))},
+			corev1.EnvVar{Name: sidecar.EnvTracingEndpoint, Value: t.Endpoint},
+			corev1.EnvVar{Name: sidecar.EnvTracingSamplingPercent, Value: strconv.Itoa(int(sampling))},
 		)
 	}
-	return append(env, corev1.EnvVar{Name: EnvAccessLog, Value: p.accessLog})
+	return append(env, corev1.EnvVar{Name: sidecar.EnvAccessLog, Value: p.accessLog})
 }
 
 // volumes are the proxy's volumes, sorted by name.
 func volumes() []corev1.Volume {
 	return []corev1.Volume{
 		{
-			Name: TrustBundleVolumeName,
+			Name: sidecar.TrustBundleVolumeName,
 			VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 				LocalObjectReference: corev1.LocalObjectReference{Name: trustBundleName},
 				DefaultMode:          ptr.To(corev1.ConfigMapVolumeSourceDefaultMode),
 			}},
 		},
 		{
-			Name:         TmpVolumeName,
+			Name:         sidecar.TmpVolumeName,
 			VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}},
 		},
 		{
 			// Its own token, not the automounted one: audience trellis, so
 			// a leaked proxy token is no use against the API server.
-			Name: TokenVolumeName,
+			Name: sidecar.TokenVolumeName,
 			VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 				Sources: []corev1.VolumeProjection{{
 					ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
-						Audience:          TokenAudience,
-						ExpirationSeconds: ptr.To[int64](TokenExpirationSeconds),
-						Path:              TokenFile,
+						Audience:          sidecar.TokenAudience,
+						ExpirationSeconds: ptr.To[int64](sidecar.TokenExpirationSeconds),
+						Path:              sidecar.TokenFile,
 					},
 				}},
 				DefaultMode: ptr.To(corev1.ProjectedVolumeSourceDefaultMode),

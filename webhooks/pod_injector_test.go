@@ -26,6 +26,7 @@ import (
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
 	"github.com/trellis-mesh/trellis/controllers"
 	"github.com/trellis-mesh/trellis/inject"
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 // The injector's tests share one Mesh named default, installed once.
@@ -73,7 +74,7 @@ func appPod(namespace, prefix string) *corev1.Pod {
 }
 
 func injected(p *corev1.Pod) bool {
-	_, ok := p.Annotations[inject.AnnotationStatus]
+	_, ok := p.Annotations[sidecar.AnnotationStatus]
 	return ok
 }
 
@@ -115,21 +116,21 @@ func TestDeploymentPodsInLabeledNamespaceAreInjected(t *testing.T) {
 	}
 	for _, p := range pods {
 		if !injected(p) {
-			t.Fatalf("pod %s came back without %s: %v", p.Name, inject.AnnotationStatus, p.Annotations)
+			t.Fatalf("pod %s came back without %s: %v", p.Name, sidecar.AnnotationStatus, p.Annotations)
 		}
 		st, err := inject.ReadStatus(p)
 		if err != nil || st.Mesh != mesh.Name {
 			t.Errorf("pod %s status %+v %v, want Mesh %s", p.Name, st, err, mesh.Name)
 		}
-		if got := p.Spec.InitContainers; len(got) != 2 || got[0].Name != inject.InitContainerName || got[1].Name != inject.ProxyContainerName ||
+		if got := p.Spec.InitContainers; len(got) != 2 || got[0].Name != sidecar.InitContainerName || got[1].Name != sidecar.ProxyContainerName ||
 			ptr.Deref(got[1].RestartPolicy, "") != corev1.ContainerRestartPolicyAlways {
 			t.Errorf("pod %s init containers %+v, want trellis-init and the native sidecar", p.Name, got)
 		}
-		if p.Annotations[inject.AnnotationDefaultContainer] != "app" {
-			t.Errorf("pod %s: default container %q, want app", p.Name, p.Annotations[inject.AnnotationDefaultContainer])
+		if p.Annotations[sidecar.AnnotationDefaultContainer] != "app" {
+			t.Errorf("pod %s: default container %q, want app", p.Name, p.Annotations[sidecar.AnnotationDefaultContainer])
 		}
 		probe := p.Spec.Containers[0].ReadinessProbe
-		if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Port.IntValue() != inject.AdminPort {
+		if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Port.IntValue() != sidecar.AdminPort {
 			t.Errorf("pod %s readiness probe %+v, want it relayed through the proxy's admin port", p.Name, probe)
 		}
 	}
@@ -264,12 +265,12 @@ func TestPodThatCannotBeInjectedIsRefused(t *testing.T) {
 	defaultMesh(t)
 	namespace(t, "shop", map[string]string{meshv1.InjectionLabel: "enabled"})
 	p := appPod("shop", "clash")
-	p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: inject.ProxyContainerName, Image: "mine:1"})
+	p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: sidecar.ProxyContainerName, Image: "mine:1"})
 	err := k8sClient.Create(testCtx, p)
 	if err == nil {
 		t.Fatal("a pod with a container named trellis-proxy was admitted")
 	}
-	for _, want := range []string{"denied the request", "clash", inject.ProxyContainerName} {
+	for _, want := range []string{"denied the request", "clash", sidecar.ProxyContainerName} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("refusal %q lacks %q", err, want)
 		}

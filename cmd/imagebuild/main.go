@@ -240,10 +240,13 @@ func build(ctx context.Context, work, ldflags string, images []*image) error {
 	return nil
 }
 
-// goBuild builds pkg into a static, stripped linux binary at out.
+// goBuild builds pkg into a static, stripped linux binary at out. The
+// grpcnotrace tag leaves out gRPC's golang.org/x/net/trace, which nothing
+// serves and which brings html/template into every binary: 1.8 MB of the
+// sidecar's memory. The Dockerfile builds the same way.
 func goBuild(ctx context.Context, pkg, out, ldflags string) error {
 	fmt.Fprintf(os.Stderr, "building %s\n", pkg)
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", strings.TrimSpace("-s -w "+ldflags), "-o", out, pkg)
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags", "grpcnotrace", "-ldflags", strings.TrimSpace("-s -w "+ldflags), "-o", out, pkg)
 	// The image's config says linux and this machine's architecture; the
 	// binary must match it whatever GOOS or GOARCH the caller has set.
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)

@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/trellis-mesh/trellis/inject"
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 // newFlagSet is a subcommand's flag set. It returns errors rather than
@@ -79,7 +79,7 @@ func (l *portList) String() string {
 }
 
 func (l *portList) Set(v string) error {
-	for _, s := range inject.SplitList(v) {
+	for _, s := range sidecar.SplitList(v) {
 		p, err := parsePort(s)
 		if err != nil {
 			return fmt.Errorf("%w; write comma-separated ports such as 15020,9090", err)
@@ -125,7 +125,7 @@ func (l *cidrList) String() string {
 }
 
 func (l *cidrList) Set(v string) error {
-	for _, s := range inject.SplitList(v) {
+	for _, s := range sidecar.SplitList(v) {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
 			a, aerr := netip.ParseAddr(s)
@@ -147,7 +147,7 @@ func (l *addrList) String() string { return strings.Join(*l, ",") }
 
 func (l *addrList) Set(v string) error {
 	var out []string
-	for _, s := range inject.SplitList(v) {
+	for _, s := range sidecar.SplitList(v) {
 		host, port, err := net.SplitHostPort(s)
 		if err == nil {
 			_, err = strconv.ParseUint(port, 10, 16)

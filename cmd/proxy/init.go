@@ -11,8 +11,8 @@ import (
 
 	"github.com/google/nftables"
 
-	"github.com/trellis-mesh/trellis/inject"
 	"github.com/trellis-mesh/trellis/proxy/redirect"
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 const initSynopsis = `Redirects the pod's TCP traffic to the proxy: inbound connections to
@@ -28,7 +28,7 @@ type initFlags struct {
 }
 
 func parseInitFlags(args []string, stdout, stderr io.Writer) (initFlags, error) {
-	out, in, uid := portFlag(inject.OutboundPort), portFlag(inject.InboundPort), uidFlag(inject.ProxyUID)
+	out, in, uid := portFlag(sidecar.OutboundPort), portFlag(sidecar.InboundPort), uidFlag(sidecar.ProxyUID)
 	var excludeIn, excludeOut portList
 	var cidrs cidrList
 	var f initFlags
@@ -161,7 +161,7 @@ func install(plan redirect.Plan, apply func(redirect.Plan) error, hasIPv6 func()
 		return plan, "", nil
 	}
 	if errors.Is(err, os.ErrPermission) {
-		return redirect.Plan{}, "", fmt.Errorf("%w: writing nftables rules needs the NET_ADMIN capability in the pod's network namespace, which the injector gives %s", err, inject.InitContainerName)
+		return redirect.Plan{}, "", fmt.Errorf("%w: writing nftables rules needs the NET_ADMIN capability in the pod's network namespace, which the injector gives %s", err, sidecar.InitContainerName)
 	}
 	v4 := plan.Only(redirect.IPv4)
 	if len(v4.Tables) == len(plan.Tables) {

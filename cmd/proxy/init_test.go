@@ -8,12 +8,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/trellis-mesh/trellis/inject"
 	"github.com/trellis-mesh/trellis/proxy/redirect"
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 func TestParseInitFlags(t *testing.T) {
-	defaults := redirect.Config{OutboundPort: inject.OutboundPort, InboundPort: inject.InboundPort, ProxyUID: inject.ProxyUID}
+	defaults := redirect.Config{OutboundPort: sidecar.OutboundPort, InboundPort: sidecar.InboundPort, ProxyUID: sidecar.ProxyUID}
 	tests := map[string]struct {
 		args []string
 		want redirect.Config

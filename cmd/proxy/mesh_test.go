@@ -19,7 +19,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/trellis-mesh/trellis/inject"
+	"github.com/trellis-mesh/trellis/sidecar"
 	"github.com/trellis-mesh/trellis/test/meshnet"
 )
 
@@ -107,8 +107,8 @@ func (m *meshCluster) addPod(t *testing.T, s meshnet.Pod) *meshPod {
 	n.run(t, "init", "--outbound-port=15001", "--inbound-port=15006", "--proxy-uid=2102", "--exclude-inbound-ports=15020")
 	cmd := command(append([]string{"run", "--drain-timeout=5s", "--detect-timeout=300ms"}, args...)...)
 	cmd.Env = append(cmd.Env, env...)
-	cmd.Env = append(cmd.Env, inject.EnvLogLevel+"=debug")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: inject.ProxyUID, Gid: inject.ProxyUID}}
+	cmd.Env = append(cmd.Env, sidecar.EnvLogLevel+"=debug")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: sidecar.ProxyUID, Gid: sidecar.ProxyUID}}
 	p.proxy = startProxy(t, cmd, func(cmd *exec.Cmd) error { return n.do(cmd.Start) })
 	return p
 }

@@ -20,8 +20,8 @@ import (
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 
-	"github.com/trellis-mesh/trellis/inject"
 	"github.com/trellis-mesh/trellis/proxy/redirect"
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 // TestRedirectInNetns is a pod in miniature: two network namespaces joined
@@ -79,8 +79,8 @@ func TestRedirectInNetns(t *testing.T) {
 	}
 
 	cmd := command("run", "--drain-timeout=10s")
-	cmd.Env = append(cmd.Env, inject.EnvAccessLog+"=JSON", inject.EnvPodIP+"=10.78.0.1", inject.EnvLogLevel+"=debug")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: inject.ProxyUID, Gid: inject.ProxyUID}}
+	cmd.Env = append(cmd.Env, sidecar.EnvAccessLog+"=JSON", sidecar.EnvPodIP+"=10.78.0.1", sidecar.EnvLogLevel+"=debug")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: sidecar.ProxyUID, Gid: sidecar.ProxyUID}}
 	proxy := startProxy(t, cmd, func(cmd *exec.Cmd) error { return pod.do(cmd.Start) })
 	if out, in := proxy.listening("outbound"), proxy.listening("inbound"); len(out) != 2 || len(in) != 2 {
 		t.Errorf("listening on %v and %v, want IPv4 and IPv6 for both directions", out, in)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,11 +20,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/trellis-mesh/trellis/inject"
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
 	"github.com/trellis-mesh/trellis/proxy/admin"
 	"github.com/trellis-mesh/trellis/proxy/appprobe"
 	"github.com/trellis-mesh/trellis/proxy/forward"
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 const runSynopsis = `Runs the proxy: takes the connections that proxy init redirects to it,
@@ -70,7 +69,7 @@ type runConfig struct {
 	logLevel  slog.Level
 	accessLog bool
 	podIP     string
-	probes    inject.AppProbes
+	probes    appprobe.Probes
 	// pod is who the proxy works for, logged at start; the control-plane
 	// connection will use it.
 	pod []any
@@ -80,21 +79,21 @@ type runConfig struct {
 
 func parseRunFlags(args []string, getenv func(string) string, stdout, stderr io.Writer) (runConfig, error) {
 	c := runConfig{
-		outbound: addrList{fmt.Sprintf("0.0.0.0:%d", inject.OutboundPort), fmt.Sprintf("[::]:%d", inject.OutboundPort)},
-		inbound:  addrList{fmt.Sprintf("0.0.0.0:%d", inject.InboundPort), fmt.Sprintf("[::]:%d", inject.InboundPort)},
+		outbound: addrList{fmt.Sprintf("0.0.0.0:%d", sidecar.OutboundPort), fmt.Sprintf("[::]:%d", sidecar.OutboundPort)},
+		inbound:  addrList{fmt.Sprintf("0.0.0.0:%d", sidecar.InboundPort), fmt.Sprintf("[::]:%d", sidecar.InboundPort)},
 	}
 	fs := newFlagSet("run", runSynopsis)
 	fs.Var(&c.outbound, "outbound-addr", "comma-separated addresses of the outbound listener; an IPv6 one is skipped when the pod has no IPv6")
 	fs.Var(&c.inbound, "inbound-addr", "comma-separated addresses of the inbound listener; an IPv6 one is skipped when the pod has no IPv6")
-	fs.StringVar(&c.admin, "admin-addr", ":"+strconv.Itoa(inject.AdminPort), "address of the admin endpoint; an empty host means every address of both families")
+	fs.StringVar(&c.admin, "admin-addr", ":"+strconv.Itoa(sidecar.AdminPort), "address of the admin endpoint; an empty host means every address of both families")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 5*time.Second, "how long open connections may take to finish after SIGTERM")
 	fs.DurationVar(&c.connectTimeout, "connect-timeout", 10*time.Second, "how long connecting to a destination may take, where no TrafficPolicy says")
 	fs.DurationVar(&c.detectTimeout, "detect-timeout", time.Second, "how long to wait for a client's first bytes to tell its protocol before taking it as opaque TCP")
 	fs.Var(&c.opaquePorts, "opaque-ports", "comma-separated destination ports whose servers speak first (such as 3306 for MySQL): no protocol detection on them")
-	fs.StringVar(&c.controlPlane, "control-plane", "", "the control plane's gRPC address, host:port (default: $"+inject.EnvControlPlane+"); none: relay every connection as it is")
+	fs.StringVar(&c.controlPlane, "control-plane", "", "the control plane's gRPC address, host:port (default: $"+sidecar.EnvControlPlane+"); none: relay every connection as it is")
 	fs.StringVar(&c.controlPlaneName, "control-plane-name", "", "the name the control plane's certificate must hold (default: the host of its address)")
-	fs.StringVar(&c.tokenFile, "token-file", inject.TokenDir+"/"+inject.TokenFile, "the pod's projected ServiceAccount token, audience "+inject.TokenAudience)
-	fs.StringVar(&c.trustBundleFile, "trust-bundle-file", inject.TrustBundleDir+"/"+inject.TrustBundleFile, "the mesh's roots, PEM")
+	fs.StringVar(&c.tokenFile, "token-file", sidecar.TokenDir+"/"+sidecar.TokenFile, "the pod's projected ServiceAccount token, audience "+sidecar.TokenAudience)
+	fs.StringVar(&c.trustBundleFile, "trust-bundle-file", sidecar.TrustBundleDir+"/"+sidecar.TrustBundleFile, "the mesh's roots, PEM")
 	fs.BoolVar(&c.pprof, "pprof", false, "serve Go's profiles on the admin address under /debug/pprof/")
 	if err := parse(fs, args, stdout, stderr); err != nil {
 		return runConfig{}, err
@@ -111,7 +110,7 @@ func parseRunFlags(args []string, getenv func(string) string, stdout, stderr io.
 // which must keep working meanwhile. Only the app probes are fatal, since
 // without them the pod would never pass its probes.
 func (c *runConfig) loadEnv(getenv func(string) string) error {
-	switch v := getenv(inject.EnvLogLevel); v {
+	switch v := getenv(sidecar.EnvLogLevel); v {
 	case "error":
 		c.logLevel = slog.LevelError
 	case "warn":
@@ -123,40 +122,42 @@ func (c *runConfig) loadEnv(getenv func(string) string) error {
 	case "trace":
 		c.logLevel = slog.LevelDebug - 4
 	default:
-		c.warnings = append(c.warnings, fmt.Sprintf("%s=%q is not error, warn, info, debug or trace; logging at info", inject.EnvLogLevel, v))
+		c.warnings = append(c.warnings, fmt.Sprintf("%s=%q is not error, warn, info, debug or trace; logging at info", sidecar.EnvLogLevel, v))
 	}
-	switch v := getenv(inject.EnvAccessLog); v {
+	switch v := getenv(sidecar.EnvAccessLog); v {
 	case "", "Off":
 	case "JSON":
 		c.accessLog = true
 	default:
-		c.warnings = append(c.warnings, fmt.Sprintf("%s=%q is not Off or JSON; no access log", inject.EnvAccessLog, v))
+		c.warnings = append(c.warnings, fmt.Sprintf("%s=%q is not Off or JSON; no access log", sidecar.EnvAccessLog, v))
 	}
-	c.podIP = getenv(inject.EnvPodIP)
-	if v := getenv(inject.EnvAppProbes); v != "" {
-		if err := json.Unmarshal([]byte(v), &c.probes); err != nil {
-			return fmt.Errorf("%s is not the JSON of the app's probes that the injector writes (%w); re-inject the pod, or remove the variable to relay no probes", inject.EnvAppProbes, err)
+	c.podIP = getenv(sidecar.EnvPodIP)
+	if v := getenv(sidecar.EnvAppProbes); v != "" {
+		probes, err := appprobe.ParseProbes(v)
+		if err != nil {
+			return fmt.Errorf("%s is not the JSON of the app's probes that the injector writes (%w); re-inject the pod, or remove the variable to relay no probes", sidecar.EnvAppProbes, err)
 		}
+		c.probes = probes
 	}
-	switch m := getenv(inject.EnvMTLSMode); m {
+	switch m := getenv(sidecar.EnvMTLSMode); m {
 	case "Strict":
 		c.mtlsMode = controlplanev1.MTLSMode_MTLS_MODE_STRICT
 	case "", "Permissive":
 		c.mtlsMode = controlplanev1.MTLSMode_MTLS_MODE_PERMISSIVE
 	default:
 		c.mtlsMode = controlplanev1.MTLSMode_MTLS_MODE_PERMISSIVE
-		c.warnings = append(c.warnings, fmt.Sprintf("%s=%q is not Permissive or Strict; Permissive until the control plane says", inject.EnvMTLSMode, m))
+		c.warnings = append(c.warnings, fmt.Sprintf("%s=%q is not Permissive or Strict; Permissive until the control plane says", sidecar.EnvMTLSMode, m))
 	}
 	if c.controlPlane == "" {
-		c.controlPlane = getenv(inject.EnvControlPlane)
+		c.controlPlane = getenv(sidecar.EnvControlPlane)
 	}
-	c.namespace, c.podName = getenv(inject.EnvPodNamespace), getenv(inject.EnvPodName)
-	c.serviceAccount, c.trustDomain = getenv(inject.EnvServiceAccount), getenv(inject.EnvTrustDomain)
+	c.namespace, c.podName = getenv(sidecar.EnvPodNamespace), getenv(sidecar.EnvPodName)
+	c.serviceAccount, c.trustDomain = getenv(sidecar.EnvServiceAccount), getenv(sidecar.EnvTrustDomain)
 	if c.controlPlane != "" {
 		var missing []string
 		for _, kv := range [][2]string{
-			{inject.EnvPodNamespace, c.namespace}, {inject.EnvPodName, c.podName},
-			{inject.EnvServiceAccount, c.serviceAccount}, {inject.EnvTrustDomain, c.trustDomain},
+			{sidecar.EnvPodNamespace, c.namespace}, {sidecar.EnvPodName, c.podName},
+			{sidecar.EnvServiceAccount, c.serviceAccount}, {sidecar.EnvTrustDomain, c.trustDomain},
 		} {
 			if kv[1] == "" {
 				missing = append(missing, kv[0])
@@ -167,15 +168,15 @@ func (c *runConfig) loadEnv(getenv func(string) string) error {
 		}
 	}
 	for _, kv := range []struct{ key, env string }{
-		{"pod", inject.EnvPodName},
-		{"namespace", inject.EnvPodNamespace},
-		{"podIP", inject.EnvPodIP},
-		{"serviceAccount", inject.EnvServiceAccount},
-		{"node", inject.EnvNodeName},
-		{"mesh", inject.EnvMesh},
-		{"trustDomain", inject.EnvTrustDomain},
-		{"controlPlane", inject.EnvControlPlane},
-		{"mtlsMode", inject.EnvMTLSMode},
+		{"pod", sidecar.EnvPodName},
+		{"namespace", sidecar.EnvPodNamespace},
+		{"podIP", sidecar.EnvPodIP},
+		{"serviceAccount", sidecar.EnvServiceAccount},
+		{"node", sidecar.EnvNodeName},
+		{"mesh", sidecar.EnvMesh},
+		{"trustDomain", sidecar.EnvTrustDomain},
+		{"controlPlane", sidecar.EnvControlPlane},
+		{"mtlsMode", sidecar.EnvMTLSMode},
 	} {
 		if v := getenv(kv.env); v != "" {
 			c.pod = append(c.pod, kv.key, v)
@@ -206,9 +207,9 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger, accessOut io.Writ
 	for _, w := range cfg.warnings {
 		log.Warn(w)
 	}
-	if uid := os.Getuid(); uid != inject.ProxyUID {
+	if uid := os.Getuid(); uid != sidecar.ProxyUID {
 		log.Warn("the proxy is not running as the UID that trellis-init exempts from redirection; in a pod its own connections would come back to it",
-			"uid", uid, "want", inject.ProxyUID)
+			"uid", uid, "want", sidecar.ProxyUID)
 	}
 	log.Info("proxy starting", cfg.pod...)
 
@@ -232,7 +233,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger, accessOut io.Writ
 		}
 		defer mesh.close()
 	} else {
-		log.Warn("no control plane is set: relaying every connection as it is, without mutual TLS", "env", inject.EnvControlPlane)
+		log.Warn("no control plane is set: relaying every connection as it is, without mutual TLS", "env", sidecar.EnvControlPlane)
 	}
 
 	forwarders := []struct {

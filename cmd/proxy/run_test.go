@@ -16,11 +16,9 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
-
-	"github.com/trellis-mesh/trellis/inject"
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
+	"github.com/trellis-mesh/trellis/proxy/appprobe"
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 func TestParseRunFlags(t *testing.T) {
@@ -64,17 +62,17 @@ func TestParseRunFlags(t *testing.T) {
 	})
 	t.Run("environment", func(t *testing.T) {
 		c, err := parseRunFlags(nil, env(
-			inject.EnvLogLevel, "debug",
-			inject.EnvAccessLog, "JSON",
-			inject.EnvPodIP, "10.244.0.7",
-			inject.EnvPodName, "api-7d9f",
-			inject.EnvAppProbes, `{"api/readyz":{"httpGet":{"path":"/ready","port":8080,"scheme":"HTTP"}}}`,
+			sidecar.EnvLogLevel, "debug",
+			sidecar.EnvAccessLog, "JSON",
+			sidecar.EnvPodIP, "10.244.0.7",
+			sidecar.EnvPodName, "api-7d9f",
+			sidecar.EnvAppProbes, `{"api/readyz":{"httpGet":{"path":"/ready","port":8080,"scheme":"HTTP"}}}`,
 		), io.Discard, io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantProbes := inject.AppProbes{"api/readyz": corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-			Path: "/ready", Port: intstr.FromInt32(8080), Scheme: corev1.URISchemeHTTP,
+		wantProbes := appprobe.Probes{"api/readyz": appprobe.Handler{HTTPGet: &appprobe.HTTPGetAction{
+			Path: "/ready", Port: appprobe.Port{Number: 8080}, Scheme: "HTTP",
 		}}}
 		if c.logLevel != slog.LevelDebug || !c.accessLog || c.podIP != "10.244.0.7" || !reflect.DeepEqual(c.probes, wantProbes) ||
 			!reflect.DeepEqual(c.pod, []any{"pod", "api-7d9f", "podIP", "10.244.0.7"}) || len(c.warnings) != 0 {
@@ -82,7 +80,7 @@ func TestParseRunFlags(t *testing.T) {
 		}
 	})
 	t.Run("values from a newer operator", func(t *testing.T) {
-		c, err := parseRunFlags(nil, env(inject.EnvLogLevel, "verbose", inject.EnvAccessLog, "OTLP", inject.EnvMTLSMode, "Mutual"), io.Discard, io.Discard)
+		c, err := parseRunFlags(nil, env(sidecar.EnvLogLevel, "verbose", sidecar.EnvAccessLog, "OTLP", sidecar.EnvMTLSMode, "Mutual"), io.Discard, io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -91,8 +89,8 @@ func TestParseRunFlags(t *testing.T) {
 		}
 	})
 	t.Run("control plane", func(t *testing.T) {
-		c, err := parseRunFlags(nil, env(inject.EnvControlPlane, "trellis-controlplane.trellis-system.svc:15012", inject.EnvMTLSMode, "Strict",
-			inject.EnvPodName, "api-7d9f", inject.EnvPodNamespace, "shop", inject.EnvServiceAccount, "api", inject.EnvTrustDomain, "cluster.local"), io.Discard, io.Discard)
+		c, err := parseRunFlags(nil, env(sidecar.EnvControlPlane, "trellis-controlplane.trellis-system.svc:15012", sidecar.EnvMTLSMode, "Strict",
+			sidecar.EnvPodName, "api-7d9f", sidecar.EnvPodNamespace, "shop", sidecar.EnvServiceAccount, "api", sidecar.EnvTrustDomain, "cluster.local"), io.Discard, io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -101,14 +99,14 @@ func TestParseRunFlags(t *testing.T) {
 			t.Errorf("got %+v", c)
 		}
 		var stderr strings.Builder
-		_, err = parseRunFlags([]string{"--control-plane=cp:15012"}, env(inject.EnvPodName, "api-7d9f"), io.Discard, &stderr)
+		_, err = parseRunFlags([]string{"--control-plane=cp:15012"}, env(sidecar.EnvPodName, "api-7d9f"), io.Discard, &stderr)
 		if err == nil || !strings.Contains(stderr.String(), "TRELLIS_POD_NAMESPACE, TRELLIS_SERVICE_ACCOUNT, TRELLIS_TRUST_DOMAIN are not") {
 			t.Errorf("a control plane without the pod's identity: error %v, stderr %q", err, stderr.String())
 		}
 	})
 	t.Run("bad probes", func(t *testing.T) {
 		var stderr strings.Builder
-		_, err := parseRunFlags(nil, env(inject.EnvAppProbes, `{"api/readyz":`), io.Discard, &stderr)
+		_, err := parseRunFlags(nil, env(sidecar.EnvAppProbes, `{"api/readyz":`), io.Discard, &stderr)
 		if err == nil || !strings.Contains(stderr.String(), "TRELLIS_APP_PROBES is not the JSON of the app's probes") {
 			t.Errorf("error %v, stderr %q", err, stderr.String())
 		}
@@ -138,9 +136,9 @@ func TestRunOnLoopback(t *testing.T) {
 	appPort := app.Listener.Addr().(*net.TCPAddr).Port
 	cmd := command("run", "--outbound-addr=127.0.0.1:0", "--inbound-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0", "--drain-timeout=2s")
 	cmd.Env = append(cmd.Env,
-		inject.EnvPodIP+"=127.0.0.1",
-		inject.EnvLogLevel+"=debug",
-		inject.EnvAppProbes+"="+fmt.Sprintf(`{"app/livez":{"httpGet":{"path":"/healthz","port":%d}},"app/readyz":{"httpGet":{"path":"/other","port":%d}}}`, appPort, appPort),
+		sidecar.EnvPodIP+"=127.0.0.1",
+		sidecar.EnvLogLevel+"=debug",
+		sidecar.EnvAppProbes+"="+fmt.Sprintf(`{"app/livez":{"httpGet":{"path":"/healthz","port":%d}},"app/readyz":{"httpGet":{"path":"/other","port":%d}}}`, appPort, appPort),
 	)
 	p := startProxy(t, cmd, (*exec.Cmd).Start)
 	admin := "http://" + p.addr("admin")

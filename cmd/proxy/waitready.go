@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/trellis-mesh/trellis/inject"
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 const waitReadySynopsis = `Waits until the proxy's /ready answers 200, then exits 0; exits 1 when
@@ -23,7 +23,7 @@ const pollEvery = 250 * time.Millisecond
 func waitReadyCmd(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("wait-ready", waitReadySynopsis)
 	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait")
-	url := fs.String("url", "http://127.0.0.1:"+strconv.Itoa(inject.AdminPort)+"/ready", "the proxy's readiness endpoint")
+	url := fs.String("url", "http://127.0.0.1:"+strconv.Itoa(sidecar.AdminPort)+"/ready", "the proxy's readiness endpoint")
 	if err := parse(fs, args, stdout, stderr); err != nil {
 		return exitCode(err)
 	}

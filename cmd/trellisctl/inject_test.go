@@ -17,6 +17,7 @@ import (
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
 	"github.com/trellis-mesh/trellis/inject"
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 var (
@@ -53,8 +54,8 @@ func TestInjectSampleAppManifests(t *testing.T) {
 				t.Fatalf("injected Deployment does not read back strictly: %v", err)
 			}
 			spec := dep.Spec.Template.Spec
-			if len(spec.InitContainers) < 2 || spec.InitContainers[0].Name != inject.InitContainerName ||
-				spec.InitContainers[1].Name != inject.ProxyContainerName {
+			if len(spec.InitContainers) < 2 || spec.InitContainers[0].Name != sidecar.InitContainerName ||
+				spec.InitContainers[1].Name != sidecar.ProxyContainerName {
 				t.Errorf("%s: init containers %v, want trellis-init then the native trellis-proxy", dep.Name, names(spec.InitContainers))
 			}
 			if dep.Spec.Template.Namespace != "" || dep.Spec.Template.GenerateName != "" {
@@ -131,7 +132,7 @@ spec:
 	if err := yaml.UnmarshalStrict(docs[0], &pod); err != nil {
 		t.Fatal(err)
 	}
-	if pod.Annotations[inject.AnnotationStatus] == "" || pod.Namespace != "" {
+	if pod.Annotations[sidecar.AnnotationStatus] == "" || pod.Namespace != "" {
 		t.Errorf("Pod: not injected, or given a namespace it did not name: %+v", pod.ObjectMeta)
 	}
 	var cj batchv1.CronJob

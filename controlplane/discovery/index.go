@@ -13,9 +13,9 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
+	"github.com/trellis-mesh/trellis/sidecar"
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
-	"github.com/trellis-mesh/trellis/inject"
 	"github.com/trellis-mesh/trellis/membership"
 )
 
@@ -426,7 +426,7 @@ func podServingIPs(p *corev1.Pod) []string {
 
 // injected reports whether a pod has the sidecar.
 func injected(p *corev1.Pod) bool {
-	_, ok := p.Annotations[inject.AnnotationStatus]
+	_, ok := p.Annotations[sidecar.AnnotationStatus]
 	return ok
 }
 

@@ -14,7 +14,7 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
-	"github.com/trellis-mesh/trellis/inject"
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 // Objects as a cluster holds them, built for tests: the same builders feed
@@ -71,7 +71,7 @@ func pod(ns string, p podSpec) *corev1.Pod {
 		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: p.ip, PodIPs: []corev1.PodIP{{IP: p.ip}}},
 	}
 	if p.injected {
-		out.Annotations = map[string]string{inject.AnnotationStatus: `{"initContainers":["trellis-init","trellis-proxy"]}`}
+		out.Annotations = map[string]string{sidecar.AnnotationStatus: `{"initContainers":["trellis-init","trellis-proxy"]}`}
 	}
 	return out
 }

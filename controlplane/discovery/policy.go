@@ -15,8 +15,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
-	"github.com/trellis-mesh/trellis/inject"
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 // policyTargets are the Services a TrafficPolicy targets.
@@ -223,7 +223,7 @@ func (ix *Index) inboundPorts(k objKey, pod *corev1.Pod) []*controlplanev1.Inbou
 	seen := map[int32]bool{}
 	var out []*controlplanev1.InboundPort
 	add := func(c corev1.Container) {
-		if c.Name == inject.ProxyContainerName {
+		if c.Name == sidecar.ProxyContainerName {
 			return
 		}
 		for _, cp := range c.Ports {

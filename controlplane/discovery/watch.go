@@ -21,7 +21,7 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
-	"github.com/trellis-mesh/trellis/inject"
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 // Scheme knows the types that discovery reads: Kubernetes', the Gateway
@@ -194,7 +194,7 @@ func slimPod(in any) (any, error) {
 		Status: corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
 	}
 	if injected(p) {
-		out.Annotations = map[string]string{inject.AnnotationStatus: ""}
+		out.Annotations = map[string]string{sidecar.AnnotationStatus: ""}
 	}
 	for _, c := range p.Spec.Containers {
 		out.Spec.Containers = append(out.Spec.Containers, corev1.Container{Name: c.Name, Ports: c.Ports})

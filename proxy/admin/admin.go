@@ -14,10 +14,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	corev1 "k8s.io/api/core/v1"
 
-	"github.com/trellis-mesh/trellis/inject"
 	"github.com/trellis-mesh/trellis/proxy/appprobe"
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 // Options configure a Server.
@@ -26,7 +25,7 @@ type Options struct {
 	// server adds its own.
 	Registry *prometheus.Registry
 	// Probes are the app's original probes, from TRELLIS_APP_PROBES.
-	Probes inject.AppProbes
+	Probes appprobe.Probes
 	// Prober runs them.
 	Prober *appprobe.Prober
 	// Shutdown asks the proxy to drain and exit, for POST /shutdown; the
@@ -56,7 +55,7 @@ type Server struct {
 
 // relay is one app probe and its counters, resolved once.
 type relay struct {
-	handler          corev1.ProbeHandler
+	handler          appprobe.Handler
 	success, failure prometheus.Counter
 }
 
@@ -92,7 +91,7 @@ func New(o Options) *Server {
 		_, _ = fmt.Fprintln(w, "live")
 	})
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{}))
-	s.mux.HandleFunc("GET "+inject.AppHealthPathPrefix+"{key...}", s.appHealth)
+	s.mux.HandleFunc("GET "+sidecar.AppHealthPathPrefix+"{key...}", s.appHealth)
 	if s.shutdown != nil {
 		s.mux.HandleFunc("POST /shutdown", s.shutdownHandler)
 	}
@@ -138,9 +137,9 @@ func (s *Server) appHealth(w http.ResponseWriter, r *http.Request) {
 	p, ok := s.probes[key]
 	if !ok {
 		known := slices.Sorted(maps.Keys(s.probes))
-		msg := fmt.Sprintf("no app probe %q: the proxy relays only the probes in %s (%s)", key, inject.EnvAppProbes, strings.Join(known, ", "))
+		msg := fmt.Sprintf("no app probe %q: the proxy relays only the probes in %s (%s)", key, sidecar.EnvAppProbes, strings.Join(known, ", "))
 		if len(known) == 0 {
-			msg = fmt.Sprintf("no app probe %q: %s is empty, so the proxy relays no probes; re-inject the pod", key, inject.EnvAppProbes)
+			msg = fmt.Sprintf("no app probe %q: %s is empty, so the proxy relays no probes; re-inject the pod", key, sidecar.EnvAppProbes)
 		}
 		http.Error(w, msg, http.StatusNotFound)
 		return

@@ -16,15 +16,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/trellis-mesh/trellis/inject"
 	"github.com/trellis-mesh/trellis/proxy/appprobe"
 )
 
 // start serves an admin server over real HTTP on loopback.
-func start(t *testing.T, probes inject.AppProbes, shutdown func()) (*Server, string) {
+func start(t *testing.T, probes appprobe.Probes, shutdown func()) (*Server, string) {
 	t.Helper()
 	s := New(Options{
 		Registry: prometheus.NewRegistry(),
@@ -109,8 +106,8 @@ func TestAppHealth(t *testing.T) {
 		"db/startupz":      map[string]any{"tcpSocket": map[string]any{"port": port(tcp)}},
 		"converter/readyz": map[string]any{"grpc": map[string]any{"port": port(gl), "service": "converter"}},
 	})
-	var probes inject.AppProbes
-	if err := json.Unmarshal(env, &probes); err != nil {
+	probes, err := appprobe.ParseProbes(string(env))
+	if err != nil {
 		t.Fatal(err)
 	}
 	_, url := start(t, probes, nil)
@@ -173,7 +170,7 @@ func TestAppHealthTimeout(t *testing.T) {
 		}
 	}))
 	defer slow.Close()
-	probes := inject.AppProbes{"app/livez": corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromInt(port(slow.Listener))}}}
+	probes := appprobe.Probes{"app/livez": appprobe.Handler{HTTPGet: &appprobe.HTTPGetAction{Path: "/", Port: appprobe.Port{Number: int32(port(slow.Listener))}}}}
 	_, url := start(t, probes, nil)
 
 	client := &http.Client{Timeout: 300 * time.Millisecond} // the probe's timeoutSeconds

@@ -17,8 +17,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // DefaultUserAgent is the User-Agent of HTTP and gRPC probes when the
@@ -78,7 +76,7 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 // and nil when the probe passes, or an error that says why it failed.
 // userAgent is the kubelet's, passed on to the app; DefaultUserAgent when
 // empty.
-func (p *Prober) Probe(ctx context.Context, h corev1.ProbeHandler, userAgent string) (string, error) {
+func (p *Prober) Probe(ctx context.Context, h Handler, userAgent string) (string, error) {
 	if userAgent == "" {
 		userAgent = DefaultUserAgent
 	}
@@ -94,12 +92,12 @@ func (p *Prober) Probe(ctx context.Context, h corev1.ProbeHandler, userAgent str
 	return "", errors.New("the probe has no HTTP, TCP or gRPC handler to relay")
 }
 
-func (p *Prober) probeHTTP(ctx context.Context, a *corev1.HTTPGetAction, userAgent string) (string, error) {
+func (p *Prober) probeHTTP(ctx context.Context, a *HTTPGetAction, userAgent string) (string, error) {
 	port, err := portNumber(a.Port)
 	if err != nil {
 		return "", err
 	}
-	scheme := strings.ToLower(string(a.Scheme))
+	scheme := strings.ToLower(a.Scheme)
 	if scheme == "" {
 		scheme = "http"
 	}
@@ -144,7 +142,7 @@ func (p *Prober) probeHTTP(ctx context.Context, a *corev1.HTTPGetAction, userAge
 	return "", errors.New(seen)
 }
 
-func (p *Prober) probeTCP(ctx context.Context, a *corev1.TCPSocketAction) (string, error) {
+func (p *Prober) probeTCP(ctx context.Context, a *TCPSocketAction) (string, error) {
 	port, err := portNumber(a.Port)
 	if err != nil {
 		return "", err
@@ -159,7 +157,7 @@ func (p *Prober) probeTCP(ctx context.Context, a *corev1.TCPSocketAction) (strin
 	return "TCP " + addr + ": connected", nil
 }
 
-func (p *Prober) probeGRPC(ctx context.Context, a *corev1.GRPCAction, userAgent string) (string, error) {
+func (p *Prober) probeGRPC(ctx context.Context, a *GRPCAction, userAgent string) (string, error) {
 	if a.Port < 1 || a.Port > 65535 {
 		return "", fmt.Errorf("gRPC port %d is not a port number (1-65535)", a.Port)
 	}
@@ -199,14 +197,14 @@ func (p *Prober) hostOr(host string) string {
 
 // portNumber is a probe's port. The injector stores numbers; a name means
 // the pod was injected by something that did not resolve it.
-func portNumber(port intstr.IntOrString) (int, error) {
-	if port.Type == intstr.String {
-		return 0, fmt.Errorf("port %q is a name; Trellis's injector stores the probe's port as a number, so re-inject the pod", port.StrVal)
+func portNumber(port Port) (int, error) {
+	if port.Named {
+		return 0, fmt.Errorf("port %q is a name; Trellis's injector stores the probe's port as a number, so re-inject the pod", port.Name)
 	}
-	if n := port.IntValue(); n >= 1 && n <= 65535 {
+	if n := int(port.Number); n >= 1 && n <= 65535 {
 		return n, nil
 	}
-	return 0, fmt.Errorf("port %d is not a port number (1-65535)", port.IntValue())
+	return 0, fmt.Errorf("port %d is not a port number (1-65535)", port.Number)
 }
 
 func truncate(s string, n int) string {

@@ -14,9 +14,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/utils/ptr"
 )
 
 // app starts an HTTP (or HTTPS) server on 127.0.0.1 with the paths the
@@ -78,45 +75,45 @@ func app(t *testing.T, useTLS bool) int32 {
 	return int32(p)
 }
 
-func httpGet(port int32, path string, scheme corev1.URIScheme, headers ...corev1.HTTPHeader) corev1.ProbeHandler {
-	return corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-		Path: path, Port: intstr.FromInt32(port), Scheme: scheme, HTTPHeaders: headers,
+func httpGet(port int32, path string, scheme string, headers ...HTTPHeader) Handler {
+	return Handler{HTTPGet: &HTTPGetAction{
+		Path: path, Port: Port{Number: port}, Scheme: scheme, HTTPHeaders: headers,
 	}}
 }
 
 func TestHTTP(t *testing.T) {
 	plain, secure := app(t, false), app(t, true)
 	tests := map[string]struct {
-		probe     corev1.ProbeHandler
+		probe     Handler
 		userAgent string // the kubelet's, passed on
 		want      string // in the message; passes when it starts with "GET"
 		fail      bool
 	}{
-		"200":                {probe: httpGet(plain, "/ok", corev1.URISchemeHTTP), want: "HTTP 200"},
+		"200":                {probe: httpGet(plain, "/ok", "HTTP"), want: "HTTP 200"},
 		"no scheme is HTTP":  {probe: httpGet(plain, "/ok", ""), want: "HTTP 200"},
-		"503 with its body":  {probe: httpGet(plain, "/fail", corev1.URISchemeHTTP), want: "HTTP 503: database unreachable", fail: true},
-		"404":                {probe: httpGet(plain, "/nothing", corev1.URISchemeHTTP), want: "HTTP 404", fail: true},
-		"HTTPS, unverified":  {probe: httpGet(secure, "/ok", corev1.URISchemeHTTPS), want: "https://127.0.0.1:"},
-		"HTTP to HTTPS port": {probe: httpGet(secure, "/ok", corev1.URISchemeHTTP), want: "HTTP 400", fail: true},
-		"same-host redirect": {probe: httpGet(plain, "/to-fail", corev1.URISchemeHTTP), want: "HTTP 503", fail: true},
+		"503 with its body":  {probe: httpGet(plain, "/fail", "HTTP"), want: "HTTP 503: database unreachable", fail: true},
+		"404":                {probe: httpGet(plain, "/nothing", "HTTP"), want: "HTTP 404", fail: true},
+		"HTTPS, unverified":  {probe: httpGet(secure, "/ok", "HTTPS"), want: "https://127.0.0.1:"},
+		"HTTP to HTTPS port": {probe: httpGet(secure, "/ok", "HTTP"), want: "HTTP 400", fail: true},
+		"same-host redirect": {probe: httpGet(plain, "/to-fail", "HTTP"), want: "HTTP 503", fail: true},
 		"other-host redirect": {
-			probe: httpGet(plain, "/elsewhere", corev1.URISchemeHTTP), want: "HTTP 302",
+			probe: httpGet(plain, "/elsewhere", "HTTP"), want: "HTTP 302",
 		},
-		"redirect loop": {probe: httpGet(plain, "/loop", corev1.URISchemeHTTP), want: "stopped after 10 redirects", fail: true},
+		"redirect loop": {probe: httpGet(plain, "/loop", "HTTP"), want: "stopped after 10 redirects", fail: true},
 		"headers, host, query": {
-			probe: httpGet(plain, "/headers?deep=1", corev1.URISchemeHTTP,
-				corev1.HTTPHeader{Name: "Host", Value: "app.example"},
-				corev1.HTTPHeader{Name: "x-probe", Value: "yes"},
-				corev1.HTTPHeader{Name: "Accept", Value: ""}),
+			probe: httpGet(plain, "/headers?deep=1", "HTTP",
+				HTTPHeader{Name: "Host", Value: "app.example"},
+				HTTPHeader{Name: "x-probe", Value: "yes"},
+				HTTPHeader{Name: "Accept", Value: ""}),
 			userAgent: "kube-probe/1.37",
 			want:      "HTTP 200",
 		},
-		"defaults": {probe: httpGet(plain, "/defaults", corev1.URISchemeHTTP), want: "HTTP 200"},
+		"defaults": {probe: httpGet(plain, "/defaults", "HTTP"), want: "HTTP 200"},
 		"closed port": {
-			probe: httpGet(closedPort(t), "/ok", corev1.URISchemeHTTP), want: "connection refused", fail: true,
+			probe: httpGet(closedPort(t), "/ok", "HTTP"), want: "connection refused", fail: true,
 		},
 		"named port": {
-			probe: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ok", Port: intstr.FromString("http")}},
+			probe: Handler{HTTPGet: &HTTPGetAction{Path: "/ok", Port: Port{Named: true, Name: "http"}}},
 			want:  `port "http" is a name`, fail: true,
 		},
 	}
@@ -137,7 +134,7 @@ func TestHTTPTimeout(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	assertProbe(t, New(""), ctx, httpGet(port, "/slow", corev1.URISchemeHTTP), "", "context deadline exceeded", true)
+	assertProbe(t, New(""), ctx, httpGet(port, "/slow", "HTTP"), "", "context deadline exceeded", true)
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("the probe took %v with a 200ms timeout", d)
 	}
@@ -151,8 +148,8 @@ func TestTCP(t *testing.T) {
 	defer func() { _ = ln.Close() }()
 	open := int32(ln.Addr().(*net.TCPAddr).Port)
 	p := New("127.0.0.1")
-	tcp := func(host string, port int32) corev1.ProbeHandler {
-		return corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Host: host, Port: intstr.FromInt32(port)}}
+	tcp := func(host string, port int32) Handler {
+		return Handler{TCPSocket: &TCPSocketAction{Host: host, Port: Port{Number: port}}}
 	}
 	ctx := context.Background()
 	assertProbe(t, p, ctx, tcp("", open), "", "connected", false)
@@ -169,21 +166,21 @@ func TestGRPC(t *testing.T) {
 	withHealth := grpcServer(t, func(s *grpc.Server) { healthpb.RegisterHealthServer(s, hs) })
 	without := grpcServer(t, func(*grpc.Server) {})
 
-	grpcProbe := func(port int32, service *string) corev1.ProbeHandler {
-		return corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: port, Service: service}}
+	grpcProbe := func(port int32, service *string) Handler {
+		return Handler{GRPC: &GRPCAction{Port: port, Service: service}}
 	}
 	tests := map[string]struct {
-		probe corev1.ProbeHandler
+		probe Handler
 		want  string
 		fail  bool
 	}{
-		"server":          {probe: grpcProbe(withHealth, ptr.To("")), want: "SERVING"},
+		"server":          {probe: grpcProbe(withHealth, new("")), want: "SERVING"},
 		"no service":      {probe: grpcProbe(withHealth, nil), want: `service "": SERVING`},
-		"service":         {probe: grpcProbe(withHealth, ptr.To("converter")), want: "SERVING"},
-		"not serving":     {probe: grpcProbe(withHealth, ptr.To("draining")), want: "NOT_SERVING", fail: true},
-		"unknown service": {probe: grpcProbe(withHealth, ptr.To("nope")), want: "NotFound", fail: true},
-		"no health API":   {probe: grpcProbe(without, ptr.To("")), want: "does not implement the health service", fail: true},
-		"closed port":     {probe: grpcProbe(closedPort(t), ptr.To("")), want: "Unavailable", fail: true},
+		"service":         {probe: grpcProbe(withHealth, new("converter")), want: "SERVING"},
+		"not serving":     {probe: grpcProbe(withHealth, new("draining")), want: "NOT_SERVING", fail: true},
+		"unknown service": {probe: grpcProbe(withHealth, new("nope")), want: "NotFound", fail: true},
+		"no health API":   {probe: grpcProbe(without, new("")), want: "does not implement the health service", fail: true},
+		"closed port":     {probe: grpcProbe(closedPort(t), new("")), want: "Unavailable", fail: true},
 	}
 	p := New("127.0.0.1")
 	for name, tc := range tests {
@@ -196,11 +193,15 @@ func TestGRPC(t *testing.T) {
 }
 
 func TestNothingToRelay(t *testing.T) {
-	exec := corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}}
-	assertProbe(t, New(""), context.Background(), exec, "", "no HTTP, TCP or gRPC handler", true)
+	// An exec probe, which the injector never relays, decodes to nothing.
+	probes, err := ParseProbes(`{"app/livez":{"exec":{"command":["true"]}}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertProbe(t, New(""), context.Background(), probes["app/livez"], "", "no HTTP, TCP or gRPC handler", true)
 }
 
-func assertProbe(t *testing.T, p *Prober, ctx context.Context, h corev1.ProbeHandler, userAgent, want string, fail bool) {
+func assertProbe(t *testing.T, p *Prober, ctx context.Context, h Handler, userAgent, want string, fail bool) {
 	t.Helper()
 	msg, err := p.Probe(ctx, h, userAgent)
 	switch {

@@ -24,8 +24,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/trellis-mesh/trellis/ca"
-	"github.com/trellis-mesh/trellis/inject"
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 const (
@@ -132,10 +132,10 @@ func New(o Options) (*Manager, error) {
 	switch {
 	case o.TokenFile == "":
 		return nil, fmt.Errorf("identity: Options.TokenFile is empty: set it to the projected ServiceAccount token, %s",
-			path.Join(inject.TokenDir, inject.TokenFile))
+			path.Join(sidecar.TokenDir, sidecar.TokenFile))
 	case o.TrustBundleFile == "":
 		return nil, fmt.Errorf("identity: Options.TrustBundleFile is empty: set it to the mesh's roots, %s",
-			path.Join(inject.TrustBundleDir, inject.TrustBundleFile))
+			path.Join(sidecar.TrustBundleDir, sidecar.TrustBundleFile))
 	case o.Certify == nil:
 		return nil, errors.New("identity: Options.Certify is nil: pass the Certify method of an IdentityService client connected with ControlPlaneTLS")
 	case o.TrustBundlePoll < 0:
@@ -182,13 +182,13 @@ func New(o Options) (*Manager, error) {
 // names the one to fix.
 func spiffeIDFromOptions(o Options) (string, error) {
 	if err := ca.ValidateTrustDomain(o.TrustDomain); err != nil {
-		return "", fmt.Errorf("identity: Options.TrustDomain (%s): %w", inject.EnvTrustDomain, err)
+		return "", fmt.Errorf("identity: Options.TrustDomain (%s): %w", sidecar.EnvTrustDomain, err)
 	}
 	if o.Namespace == "" {
-		return "", fmt.Errorf("identity: Options.Namespace is empty: set it to the pod's namespace (%s)", inject.EnvPodNamespace)
+		return "", fmt.Errorf("identity: Options.Namespace is empty: set it to the pod's namespace (%s)", sidecar.EnvPodNamespace)
 	}
 	if o.ServiceAccount == "" {
-		return "", fmt.Errorf("identity: Options.ServiceAccount is empty: set it to the pod's ServiceAccount (%s)", inject.EnvServiceAccount)
+		return "", fmt.Errorf("identity: Options.ServiceAccount is empty: set it to the pod's ServiceAccount (%s)", sidecar.EnvServiceAccount)
 	}
 	id, err := ca.SPIFFEID(o.TrustDomain, o.Namespace, o.ServiceAccount)
 	if err != nil {
@@ -314,7 +314,7 @@ func (m *Manager) request(ctx context.Context) (*workloadCert, []*x509.Certifica
 func (m *Manager) readToken() (string, error) {
 	b, err := os.ReadFile(m.tokenFile)
 	if err != nil {
-		return "", fmt.Errorf("reading the ServiceAccount token: %w; the pod needs the projected token volume %s mounted at %s", err, inject.TokenVolumeName, inject.TokenDir)
+		return "", fmt.Errorf("reading the ServiceAccount token: %w; the pod needs the projected token volume %s mounted at %s", err, sidecar.TokenVolumeName, sidecar.TokenDir)
 	}
 	token := string(bytes.TrimSpace(b))
 	if token == "" {
@@ -329,7 +329,7 @@ func (m *Manager) explainCertifyError(err error) error {
 	switch status.Code(err) {
 	case codes.Unauthenticated:
 		return fmt.Errorf("the control plane refused the ServiceAccount token read from %s (it must be the pod's projected token, audience %q): %w",
-			m.tokenFile, inject.TokenAudience, err)
+			m.tokenFile, sidecar.TokenAudience, err)
 	case codes.PermissionDenied:
 		return fmt.Errorf("the control plane refused to certify %s with the token read from %s (it must be ServiceAccount %s/%s's): %w",
 			m.id, m.tokenFile, m.namespace, m.sa, err)

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/trellis-mesh/trellis/ca"
-	"github.com/trellis-mesh/trellis/inject"
+	"github.com/trellis-mesh/trellis/sidecar"
 )
 
 // trustState is the trust bundle at one moment. It is never changed once
@@ -87,7 +87,7 @@ func (m *Manager) reloadTrustBundle() {
 	m.trustMu.Lock()
 	defer m.trustMu.Unlock()
 	if err != nil {
-		why := fmt.Sprintf("reading the trust bundle: %v; the pod needs the trellis-ca-bundle ConfigMap mounted at %s", err, inject.TrustBundleDir)
+		why := fmt.Sprintf("reading the trust bundle: %v; the pod needs the trellis-ca-bundle ConfigMap mounted at %s", err, sidecar.TrustBundleDir)
 		if why != m.readErr {
 			m.readErr = why
 			m.log.Error("keeping the roots held", "file", m.bundleFile, "rootsHeld", m.trust.Load().n, "error", why)

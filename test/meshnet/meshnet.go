@@ -34,7 +34,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/trellis-mesh/trellis/ca"
-	"github.com/trellis-mesh/trellis/inject"
+	"github.com/trellis-mesh/trellis/sidecar"
 	"github.com/trellis-mesh/trellis/test/testenv"
 )
 
@@ -167,9 +167,11 @@ func (c *ControlPlane) StartProcess() error {
 	cmd := exec.Command(c.binary, "--mesh=default", "--namespace="+MeshNamespace, "--trust-domain="+TrustDomain,
 		"--signer-dir="+c.signerDir, "--grpc-addr="+c.Addr, "--http-addr="+c.httpAddr, "--mtls-mode="+c.opts.MTLSMode, "--log-level=debug")
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+c.kubeconfig)
-	// It dies with its starter, even one killed outright, rather than keep
-	// the address the next run needs.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	// Its own process group: a terminal's Ctrl-C reaches the starter,
+	// which stops it. (Not Pdeathsig: the kernel sends it when the starting
+	// thread exits, and a Go thread locked into a network namespace exits
+	// with its goroutine.)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	log, err := os.OpenFile(c.LogFile(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
@@ -259,7 +261,7 @@ func (c *ControlPlane) AddPod(p Pod) (env, args []string, err error) {
 		pod.Spec.Containers[0].Ports = append(pod.Spec.Containers[0].Ports, corev1.ContainerPort{ContainerPort: port})
 	}
 	if p.Meshed {
-		pod.Annotations = map[string]string{inject.AnnotationStatus: "{}"}
+		pod.Annotations = map[string]string{sidecar.AnnotationStatus: "{}"}
 	}
 	created, err := c.Kube.CoreV1().Pods(p.Namespace).Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
@@ -273,7 +275,7 @@ func (c *ControlPlane) AddPod(p Pod) (env, args []string, err error) {
 		return nil, nil, nil
 	}
 	tr, err := c.Kube.CoreV1().ServiceAccounts(p.Namespace).CreateToken(ctx, p.ProxyAccount,
-		&authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{Audiences: []string{inject.TokenAudience}}}, metav1.CreateOptions{})
+		&authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{Audiences: []string{sidecar.TokenAudience}}}, metav1.CreateOptions{})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -282,10 +284,10 @@ func (c *ControlPlane) AddPod(p Pod) (env, args []string, err error) {
 		return nil, nil, err
 	}
 	env = []string{
-		inject.EnvControlPlane + "=" + c.Addr,
-		inject.EnvPodName + "=" + p.Name, inject.EnvPodNamespace + "=" + p.Namespace, inject.EnvPodIP + "=" + p.IP,
-		inject.EnvServiceAccount + "=" + p.ProxyAccount, inject.EnvTrustDomain + "=" + TrustDomain,
-		inject.EnvMTLSMode + "=" + c.opts.MTLSMode,
+		sidecar.EnvControlPlane + "=" + c.Addr,
+		sidecar.EnvPodName + "=" + p.Name, sidecar.EnvPodNamespace + "=" + p.Namespace, sidecar.EnvPodIP + "=" + p.IP,
+		sidecar.EnvServiceAccount + "=" + p.ProxyAccount, sidecar.EnvTrustDomain + "=" + TrustDomain,
+		sidecar.EnvMTLSMode + "=" + c.opts.MTLSMode,
 	}
 	args = []string{"--control-plane-name=" + ServerName, "--token-file=" + token, "--trust-bundle-file=" + c.BundleFile}
 	return env, args, nil

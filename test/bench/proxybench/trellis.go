@@ -21,7 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	crlog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/trellis-mesh/trellis/inject"
+	"github.com/trellis-mesh/trellis/sidecar"
 	"github.com/trellis-mesh/trellis/test/meshnet"
 )
 
@@ -43,14 +43,14 @@ const (
 	// to the client's proxy.
 	serviceName  = "server"
 	servicePort  = 80
-	adminPort    = inject.AdminPort
+	adminPort    = sidecar.AdminPort
 	readyTimeout = 30 * time.Second
 	// proxyDrain is the proxies' --drain-timeout, within stopGrace.
 	proxyDrain = 2 * time.Second
 )
 
 // proxyInitArgs are the injector's proxy init flags.
-var proxyInitArgs = []string{"init", "--outbound-port=15001", "--inbound-port=15006", fmt.Sprintf("--proxy-uid=%d", inject.ProxyUID), fmt.Sprintf("--exclude-inbound-ports=%d", adminPort)}
+var proxyInitArgs = []string{"init", "--outbound-port=15001", "--inbound-port=15006", fmt.Sprintf("--proxy-uid=%d", sidecar.ProxyUID), fmt.Sprintf("--exclude-inbound-ports=%d", adminPort)}
 
 // serverPod is what the server's Pod object says of it.
 type serverPod int
@@ -103,7 +103,11 @@ func (e *benchEnv) trellis(ctx context.Context) (*trellisMesh, error) {
 	}
 	m.proxy = filepath.Join(bin, "proxy")
 	logf("building the proxy")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", m.proxy, "github.com/trellis-mesh/trellis/cmd/proxy").CombinedOutput(); err != nil {
+	// As the image builds it (cmd/imagebuild): static, stripped, without
+	// gRPC's tracing, so that RSS is what a pod's sidecar has.
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags", "grpcnotrace", "-ldflags", "-s -w", "-o", m.proxy, "github.com/trellis-mesh/trellis/cmd/proxy")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("building the proxy: %w\n%s", err, out)
 	}
 	logf("starting the control plane (an API server, the mesh CA, the control plane on %s:%d)", hostIP, controlPlanePort)
@@ -271,8 +275,8 @@ func (m *trellisMesh) startProxy(ctx context.Context, e *benchEnv, ns netns, nam
 	if e.pprof {
 		argv = append(argv, "--pprof")
 	}
-	env := append(slices.Clone(pp.env), inject.EnvLogLevel+"=warn")
-	p, err := e.startAs(ns, "trellis-"+name, inject.ProxyUID, env, argv...)
+	env := append(slices.Clone(pp.env), sidecar.EnvLogLevel+"=warn")
+	p, err := e.startAs(ns, "trellis-"+name, sidecar.ProxyUID, env, argv...)
 	if err != nil {
 		return rowProxy{}, err
 	}
