@@ -18,7 +18,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
-	"github.com/trellis-mesh/trellis/proxy/balance"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -49,7 +48,7 @@ func TestRouteMatching(t *testing.T) {
 				Backends: []*controlplanev1.WeightedBackend{{Backend: 0, Weight: 1}}, Timeout: durationpb.New(2 * time.Second)},
 		},
 	}
-	st := (&outEntry{static: resp, balancers: map[string]*balance.Balancer{}}).current()
+	st := (newOutEntry(nil, resp)).current()
 	for _, tc := range []struct {
 		method, target string
 		header         http.Header
@@ -73,7 +72,7 @@ func TestRouteMatching(t *testing.T) {
 		for k, v := range tc.header {
 			r.Header[k] = v
 		}
-		rt, ok := st.route(r)
+		rt, _, ok := st.route(r)
 		got := ""
 		if ok {
 			got = rt.name
@@ -84,9 +83,8 @@ func TestRouteMatching(t *testing.T) {
 	}
 
 	// Without routes, everything goes to the Service itself.
-	plain := (&outEntry{static: &controlplanev1.OutboundResponse{Known: true, Service: svcRef("web"), Backends: resp.Backends[:1]},
-		balancers: map[string]*balance.Balancer{}}).current()
-	if rt, ok := plain.route(httptest.NewRequest("GET", "/x", nil)); !ok || rt.pickBackend().name != "shop/web:80" {
+	plain := newOutEntry(nil, &controlplanev1.OutboundResponse{Known: true, Service: svcRef("web"), Backends: resp.Backends[:1]}).current()
+	if rt, _, ok := plain.route(httptest.NewRequest("GET", "/x", nil)); !ok || rt.pickBackend().b.name != "shop/web:80" {
 		t.Errorf("without routes: %v %v, want the Service's own backend", rt, ok)
 	}
 }
@@ -100,12 +98,12 @@ func TestPickBackendWeights(t *testing.T) {
 			{Backend: 1, Weight: 80}, {Backend: 2, Weight: 20}, {Backend: 3, Weight: 0}, {Backend: 9, Weight: 5},
 		}}},
 	}
-	st := (&outEntry{static: resp, balancers: map[string]*balance.Balancer{}}).current()
-	rt, _ := st.route(httptest.NewRequest("GET", "/", nil))
+	st := (newOutEntry(nil, resp)).current()
+	rt, _, _ := st.route(httptest.NewRequest("GET", "/", nil))
 	counts := map[string]int{}
 	const n = 20000
 	for range n {
-		counts[rt.pickBackend().name]++
+		counts[rt.pickBackend().b.name]++
 	}
 	if share := float64(counts["shop/web-v1:80"]) / n; math.Abs(share-0.8) > 0.02 {
 		t.Errorf("web-v1 got %.3f of requests, want 0.80 (counts %v)", share, counts)
@@ -142,7 +140,7 @@ func TestRemoveHopHeaders(t *testing.T) {
 func outboundProxy(t testing.TB, resp *controlplanev1.OutboundResponse) string {
 	t.Helper()
 	p := New(Options{Log: quiet})
-	e := &outEntry{static: resp, balancers: map[string]*balance.Balancer{}}
+	e := newOutEntry(nil, resp)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -29,6 +29,7 @@ type Metrics struct {
 	tcp       *prometheus.CounterVec
 	refusals  *prometheus.CounterVec
 	handshake *prometheus.CounterVec
+	retries   *prometheus.CounterVec
 
 	local    sync.Map // outbound responses the proxy made itself, by destination and status → *httpChildren
 	in       sync.Map // inbound, by peer → *httpChildren
@@ -66,8 +67,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Mutual TLS handshakes with peer proxies that failed, by direction (outbound: the server's identity or chain did not check out, or it could not be reached in time).",
 		}, []string{"direction"}),
 	}
+	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trellis_proxy_http_retries_total",
+		Help: "Retries that routes asked for, by destination Service, and whether the retry budget allowed them (sent) or not (budget_exhausted: the failure went back as it came).",
+	}, []string{"dst_service", "result"})
 	if reg != nil {
-		reg.MustRegister(m.requests, m.latency, m.protocols, m.tcp, m.refusals, m.handshake)
+		reg.MustRegister(m.requests, m.latency, m.protocols, m.tcp, m.refusals, m.handshake, m.retries)
 	}
 	m.byProto = map[string][3]prometheus.Counter{}
 	for _, dir := range []string{outboundDir, inboundDir} {
@@ -169,3 +174,12 @@ func (m *Metrics) tcpOpened(dir, peer string, mtls bool) {
 func (m *Metrics) refused(reason string) { m.refusals.WithLabelValues(reason).Inc() }
 
 func (m *Metrics) tlsFailed(dir string) { m.handshake.WithLabelValues(dir).Inc() }
+
+// retried counts a retry a route asked for, sent or refused by the budget.
+func (m *Metrics) retried(svc string, sent bool) {
+	result := "budget_exhausted"
+	if sent {
+		result = "sent"
+	}
+	m.retries.WithLabelValues(svc, result).Inc()
+}

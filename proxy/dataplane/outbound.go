@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -120,25 +121,36 @@ func flushPeeked(c, server net.Conn) (net.Conn, net.Conn) {
 	return server, pc.Unwrap()
 }
 
-// serveOutbound forwards one request of the app: route, backend, endpoint.
+// maxRetryBody is the largest request body kept to be sent again on a
+// retry; a request with a larger (or unknown-length) body is not retried.
+const maxRetryBody = 64 << 10
+
+// serveOutbound forwards one request of the app: route, filters, backend,
+// endpoint, retries.
 func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	ci := connInfoFrom(r.Context())
 	st := ci.entry.current()
 	grpc := isGRPC(r)
 
-	rt, ok := st.route(r)
+	rt, matched, ok := st.route(r)
 	if !ok {
 		p.m.outboundLocal(p.workload, st, http.StatusNotFound)
 		proxyError(w, grpc, http.StatusNotFound, codeUnimplemented, "no route of "+st.name+" matches the request")
 		return
 	}
-	b := rt.pickBackend()
-	if b == nil {
+	if rt.redirect != nil {
+		code := redirect(w, r, rt.redirect, matched, ci.dst.Port())
+		p.m.outboundLocal(p.workload, st, code)
+		return
+	}
+	wb := rt.pickBackend()
+	if wb == nil {
 		p.m.outboundLocal(p.workload, st, http.StatusInternalServerError)
 		proxyError(w, grpc, http.StatusInternalServerError, codeUnavailable, "route "+rt.name+" has no backend that can be sent to")
 		return
 	}
+	b := wb.b
 	timeout := rt.timeout
 	if timeout == 0 {
 		timeout = st.requestTimeout
@@ -150,21 +162,92 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		defer cancel()
 	}
 
+	// The request as it leaves: rewritten, its headers modified by the
+	// route, then by the backend.
+	out := r.Clone(ctx)
+	out.RequestURI = ""
+	out.Close = false
+	removeHopHeaders(out.Header)
+	if rw := rt.rewrite; rw != nil {
+		if rw.Hostname != "" {
+			out.Host = rw.Hostname
+		}
+		out.URL.Path = rewritePath(r.URL.Path, rw.FullPath, rw.PrefixPath, matched)
+		out.URL.RawPath = ""
+	}
+	rt.requestHeaders.apply(out.Header)
+	wb.requestHeaders.apply(out.Header)
+
+	// A request may be sent again when nothing of it went out (its
+	// endpoint could not be reached: once, always) or when its route says
+	// so and the destination's retry budget allows; its body must then be
+	// kept.
+	replayable := r.Body == nil || r.Body == http.NoBody
+	if !replayable && rt.retry != nil && r.ContentLength >= 0 && r.ContentLength <= maxRetryBody {
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxRetryBody+1))
+		if err == nil && int64(len(body)) == r.ContentLength {
+			out.Body = io.NopCloser(bytes.NewReader(body))
+			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+			replayable = true
+		} else {
+			out.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), r.Body))
+		}
+	}
+	ci.entry.budget.request(start)
+
 	var resp *http.Response
 	var h *balance.Handle
 	var err error
-	for attempt := 0; attempt < 2; attempt++ {
+	connectRetries, retries := 1, 0
+	for {
 		h, err = b.lb.Pick()
 		if err != nil {
 			break
 		}
-		resp, err = p.roundTripOutbound(ctx, r, h.Endpoint(), b)
-		if err == nil || !isConnectError(err) || r.Body != http.NoBody && r.Body != nil {
+		attempt := start
+		if retries > 0 || connectRetries == 0 {
+			attempt = time.Now()
+		}
+		resp, err = p.roundTripOutbound(ctx, out, h.Endpoint())
+		if !replayable || ctx.Err() != nil {
 			break
 		}
-		// Nothing was sent: another endpoint may take it.
-		h.ConnectFailed()
-		h = nil
+		if err != nil && isConnectError(err) && connectRetries > 0 {
+			// Nothing was sent: another endpoint may take it.
+			connectRetries--
+			h.ConnectFailed()
+			h = nil
+			if out, err = nextAttempt(out); err != nil {
+				break
+			}
+			continue
+		}
+		if rt.retry == nil || retries >= rt.retry.attempts || (err == nil && !rt.retry.codes[resp.StatusCode]) {
+			break
+		}
+		if !ci.entry.budget.withdraw(time.Now()) {
+			p.m.retried(b.service, false)
+			break
+		}
+		p.m.retried(b.service, true)
+		retries++
+		if err == nil {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			_ = resp.Body.Close()
+			h.Done(attempt, errUpstream)
+		} else if isConnectError(err) {
+			h.ConnectFailed()
+		} else {
+			h.Done(attempt, err)
+		}
+		h, resp = nil, nil
+		if !sleepCtx(ctx, rt.retry.backoff) {
+			err = ctx.Err()
+			break
+		}
+		if out, err = nextAttempt(out); err != nil {
+			break
+		}
 	}
 	switch {
 	case errors.Is(err, balance.ErrNoEndpoints):
@@ -192,6 +275,8 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	}
 	ep := h.Endpoint()
 	n := p.m.outboundChildren(p.workload, b, ep.Identity)
+	rt.responseHeaders.apply(resp.Header)
+	wb.responseHeaders.apply(resp.Header)
 	copyErr := copyResponse(w, resp)
 	var failed error
 	if resp.StatusCode >= 500 || copyErr != nil {
@@ -203,23 +288,47 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 
 var errUpstream = errors.New("the response was a server error")
 
-// roundTripOutbound sends r to ep: over the mesh's HTTP/2 in mutual TLS to
-// a meshed endpoint, else in the app's own protocol.
-func (p *Proxy) roundTripOutbound(ctx context.Context, r *http.Request, ep *controlplanev1.Endpoint, b *backend) (*http.Response, error) {
-	out := r.Clone(ctx)
-	out.RequestURI = ""
+// nextAttempt is out again, with its body from the start.
+func nextAttempt(out *http.Request) (*http.Request, error) {
+	next := out.Clone(out.Context())
+	if out.GetBody != nil {
+		body, err := out.GetBody()
+		if err != nil {
+			return nil, err
+		}
+		next.Body = body
+	}
+	return next, nil
+}
+
+// sleepCtx waits d unless ctx ends first, and says whether it waited.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// roundTripOutbound sends out to ep: over the mesh's HTTP/2 in mutual TLS
+// to a meshed endpoint, else in the app's own protocol.
+func (p *Proxy) roundTripOutbound(ctx context.Context, out *http.Request, ep *controlplanev1.Endpoint) (*http.Response, error) {
 	out.URL.Host = ep.Address
-	out.Close = false
-	removeHopHeaders(out.Header)
 	out.URL.Scheme = "http" // the mesh's TLS is the dialer's, below the transport
 	if ep.Identity != "" && p.id != nil {
-		if r.ProtoMajor == 1 {
-			out.Header.Set(headerOrigProto, r.Proto)
+		if out.ProtoMajor == 1 {
+			out.Header.Set(headerOrigProto, out.Proto)
 		}
-		out = out.WithContext(context.WithValue(ctx, peerIDKey{}, ep.Identity))
-		return p.meshT.RoundTrip(out)
+		return p.meshT.RoundTrip(out.WithContext(context.WithValue(ctx, peerIDKey{}, ep.Identity)))
 	}
-	if r.ProtoMajor == 2 {
+	out.Header.Del(headerOrigProto)
+	if out.ProtoMajor == 2 {
 		return p.plainH2C.RoundTrip(out)
 	}
 	return p.plainH1.RoundTrip(out)

@@ -30,6 +30,7 @@ type outEntry struct {
 	mu        sync.Mutex
 	state     atomic.Pointer[outState]
 	balancers map[string]*balance.Balancer
+	budget    *retryBudget
 }
 
 // outState is one answer of discovery, compiled.
@@ -66,13 +67,17 @@ func (p *Proxy) outEntry(ctx context.Context, dest string) (*outEntry, error) {
 		}
 		p.outMu.Lock()
 		if e = p.out[dest]; e == nil {
-			e = &outEntry{dest: d, balancers: map[string]*balance.Balancer{}}
+			e = newOutEntry(d, nil)
 			p.out[dest] = e
 		}
 		p.outMu.Unlock()
 	}
 	e.lastUsed.Store(time.Now().UnixNano())
 	return e, nil
+}
+
+func newOutEntry(d *destinations.Destination, static *controlplanev1.OutboundResponse) *outEntry {
+	return &outEntry{dest: d, static: static, balancers: map[string]*balance.Balancer{}, budget: newRetryBudget()}
 }
 
 // sweep forgets the destinations not used since before.
@@ -113,6 +118,11 @@ func (e *outEntry) compile(resp *controlplanev1.OutboundResponse) *outState {
 	if t := resp.GetPolicy().GetRequestTimeout(); t != nil {
 		st.requestTimeout = t.AsDuration()
 	}
+	if pol := resp.GetPolicy(); pol != nil {
+		e.budget.set(pol.RetryBudgetPercent, pol.RetryBudgetMinPerSecond)
+	} else {
+		e.budget.set(20, 10)
+	}
 	used := map[string]bool{}
 	for i, b := range resp.GetBackends() {
 		key := "svc:" + serviceName(b.GetService())
@@ -149,7 +159,7 @@ func (e *outEntry) compile(resp *controlplanev1.OutboundResponse) *outState {
 		st.routes = append(st.routes, compileRoute(r, st.backends))
 	}
 	if len(st.backends) > 0 {
-		st.fallback = &route{name: st.name, backends: []weighted{{b: st.backends[0], weight: 1}}, total: 1}
+		st.fallback = &route{name: st.name, backends: []*weighted{{b: st.backends[0], weight: 1}}, total: 1}
 	}
 	return st
 }
@@ -185,14 +195,29 @@ func itoa(n uint32) string {
 type route struct {
 	name     string
 	matches  []match
-	backends []weighted
+	backends []*weighted
 	total    uint32
 	timeout  time.Duration
+
+	requestHeaders, responseHeaders headerMods
+	redirect                        *controlplanev1.Redirect
+	rewrite                         *controlplanev1.Rewrite
+	retry                           *retryPolicy
 }
 
+// weighted is a route's backend with its weight and its own filters.
 type weighted struct {
-	b      *backend
-	weight uint32
+	b                               *backend
+	weight                          uint32
+	requestHeaders, responseHeaders headerMods
+}
+
+// retryPolicy is a route's Retry: how many more times, on which statuses
+// (connection failures always), after how long.
+type retryPolicy struct {
+	attempts int
+	codes    map[int]bool
+	backoff  time.Duration
 }
 
 type match struct {
@@ -226,15 +251,30 @@ func (v valueMatch) holds(got string, ok bool) bool {
 // (the control plane checks them, so only a newer control plane's dialect
 // could) matches nothing.
 func compileRoute(r *controlplanev1.Route, backends []*backend) *route {
-	out := &route{name: r.Name}
+	out := &route{
+		name:            r.Name,
+		requestHeaders:  r.RequestHeaders,
+		responseHeaders: r.ResponseHeaders,
+		redirect:        r.Redirect,
+		rewrite:         r.Rewrite,
+	}
 	if t := r.GetTimeout(); t != nil {
 		out.timeout = t.AsDuration()
+	}
+	if rt := r.GetRetry(); rt != nil && rt.Attempts > 0 {
+		out.retry = &retryPolicy{attempts: int(rt.Attempts), codes: map[int]bool{}, backoff: 25 * time.Millisecond}
+		for _, c := range rt.Codes {
+			out.retry.codes[int(c)] = true
+		}
+		if b := rt.GetBackoff(); b != nil {
+			out.retry.backoff = b.AsDuration()
+		}
 	}
 	for _, wb := range r.GetBackends() {
 		if int(wb.Backend) >= len(backends) || wb.Weight == 0 {
 			continue
 		}
-		out.backends = append(out.backends, weighted{b: backends[wb.Backend], weight: wb.Weight})
+		out.backends = append(out.backends, &weighted{b: backends[wb.Backend], weight: wb.Weight, requestHeaders: wb.RequestHeaders, responseHeaders: wb.ResponseHeaders})
 		out.total += wb.Weight
 	}
 	for _, m := range r.GetMatches() {
@@ -277,31 +317,35 @@ func anchored(re string) *regexp.Regexp {
 	return c
 }
 
-// route is the first route whose match holds for r. Without routes, every
-// request goes to the destination's first backend; with some, a request
-// that none matches has no route.
-func (st *outState) route(r *http.Request) (*route, bool) {
+// route is the first route whose match holds for r, and the path prefix
+// that match matched ("" unless it is a PathPrefix match), for prefix
+// rewrites. Without routes, every request goes to the destination's first
+// backend; with some, a request that none matches has no route.
+func (st *outState) route(r *http.Request) (rt *route, prefix string, ok bool) {
 	if len(st.routes) == 0 {
-		return st.fallback, st.fallback != nil
+		return st.fallback, "", st.fallback != nil
 	}
 	for _, rt := range st.routes {
-		if rt.holds(r) {
-			return rt, true
+		if prefix, ok := rt.holds(r); ok {
+			return rt, prefix, true
 		}
 	}
-	return nil, false
+	return nil, "", false
 }
 
-func (rt *route) holds(r *http.Request) bool {
+func (rt *route) holds(r *http.Request) (prefix string, ok bool) {
 	if len(rt.matches) == 0 {
-		return true
+		return "", true
 	}
 	for i := range rt.matches {
-		if rt.matches[i].holds(r) {
-			return true
+		if m := &rt.matches[i]; m.holds(r) {
+			if m.pathKind == controlplanev1.PathMatch_KIND_PREFIX {
+				prefix = m.path
+			}
+			return prefix, true
 		}
 	}
-	return false
+	return "", false
 }
 
 func (m *match) holds(r *http.Request) bool {
@@ -367,19 +411,19 @@ func pathPrefix(path, prefix string) bool {
 
 // pickBackend picks one of the route's backends by weight; nil when it has
 // none with weight.
-func (rt *route) pickBackend() *backend {
+func (rt *route) pickBackend() *weighted {
 	switch {
 	case rt.total == 0:
 		return nil
 	case len(rt.backends) == 1:
-		return rt.backends[0].b
+		return rt.backends[0]
 	}
 	n := rand.Uint32N(rt.total)
 	for _, w := range rt.backends {
 		if n < w.weight {
-			return w.b
+			return w
 		}
 		n -= w.weight
 	}
-	return rt.backends[len(rt.backends)-1].b
+	return rt.backends[len(rt.backends)-1]
 }
