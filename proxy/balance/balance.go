@@ -104,8 +104,9 @@ type Balancer struct {
 	rand       func() uint64
 	epoch      time.Time // times are kept as nanoseconds since
 
-	set  atomic.Pointer[[]*Handle]
-	next atomic.Uint64 // RoundRobin's turn
+	set     atomic.Pointer[[]*Handle]
+	next    atomic.Uint64 // RoundRobin's turn
+	outlier atomic.Pointer[Outlier]
 
 	mu sync.Mutex // serializes Update
 }
@@ -173,10 +174,16 @@ type state struct {
 	// latency; 0 until the endpoint has answered once.
 	last     atomic.Int64
 	failures atomic.Uint64 // Dones with an error
-	// retryAt is when a connect backoff ends; Pick skips the endpoint
-	// until then. 0 when it has not failed to connect since it last
-	// answered.
+	// retryAt is when a connect backoff or an ejection ends; Pick skips
+	// the endpoint until then. 0 when it has not failed to connect since
+	// it last answered and was never ejected.
 	retryAt atomic.Int64
+	// consecutive counts Dones with an error in a row, for ejection.
+	consecutive atomic.Int32
+	// ejectedUntil is retryAt when it is an ejection's; ejections counts
+	// ejections in a row (an answer without error after one resets it).
+	ejectedUntil atomic.Int64
+	ejections    atomic.Int32
 
 	mu              sync.Mutex // serializes backoff changes
 	connectFailures int        // in a row; under mu
@@ -204,6 +211,16 @@ func (h *Handle) Done(start time.Time, err error) {
 	s.observe(now, t.Sub(start), err != nil)
 	if err != nil {
 		s.failures.Add(1)
+	}
+	if o := s.b.outlier.Load(); o != nil && o.ConsecutiveErrors > 0 {
+		if err == nil {
+			s.consecutive.Store(0)
+			if s.ejections.Load() != 0 && now >= s.ejectedUntil.Load() {
+				s.ejections.Store(0)
+			}
+		} else if int(s.consecutive.Add(1)) >= o.ConsecutiveErrors {
+			s.b.eject(s, now, o)
+		}
 	}
 	if s.retryAt.Load() != 0 {
 		s.endBackoff(s.b.since(start))
@@ -240,8 +257,67 @@ func (s *state) endBackoff(start int64) {
 	if s.connectFailures > 0 && start >= s.failedAt {
 		s.connectFailures = 0
 		s.failedAt = 0
-		s.retryAt.Store(0)
+		s.retryAt.Store(s.ejectedUntil.Load()) // an ejection still holds
 	}
+}
+
+// Outlier is circuit breaking per endpoint: an endpoint whose requests
+// fail ConsecutiveErrors times in a row is skipped for BaseEjection times
+// the number of its ejections in a row, unless that would leave more than
+// MaxEjectionPercent of the endpoints ejected (rounded down; so with 50%
+// and one endpoint, none is ever ejected).
+type Outlier struct {
+	ConsecutiveErrors  int
+	BaseEjection       time.Duration
+	MaxEjectionPercent int
+}
+
+// SetOutlier turns ejection on (or off, with nil or ConsecutiveErrors 0).
+func (b *Balancer) SetOutlier(o *Outlier) {
+	if o != nil && (o.ConsecutiveErrors <= 0 || o.BaseEjection <= 0) {
+		o = nil
+	}
+	b.outlier.Store(o)
+}
+
+// eject ejects s unless too many endpoints are ejected already.
+func (b *Balancer) eject(s *state, now int64, o *Outlier) {
+	b.mu.Lock() // one ejection decision at a time, against one set
+	defer b.mu.Unlock()
+	if now < s.ejectedUntil.Load() {
+		return // already out
+	}
+	set := *b.set.Load()
+	ejected := 0
+	for _, h := range set {
+		if now < h.s.ejectedUntil.Load() {
+			ejected++
+		}
+	}
+	if (ejected+1)*100 > len(set)*o.MaxEjectionPercent {
+		return
+	}
+	n := s.ejections.Add(1)
+	until := now + int64(o.BaseEjection)*int64(n)
+	s.consecutive.Store(0)
+	s.ejectedUntil.Store(until)
+	s.mu.Lock()
+	if until > s.retryAt.Load() {
+		s.retryAt.Store(until)
+	}
+	s.mu.Unlock()
+}
+
+// Ejected is how many endpoints are ejected now.
+func (b *Balancer) Ejected() int {
+	now := b.since(b.now())
+	n := 0
+	for _, h := range *b.set.Load() {
+		if now < h.s.ejectedUntil.Load() {
+			n++
+		}
+	}
+	return n
 }
 
 // backoff is how long to skip an endpoint after its nth connect failure

@@ -612,3 +612,68 @@ func TestAlgorithmString(t *testing.T) {
 		}
 	}
 }
+
+// An endpoint that fails ConsecutiveErrors times in a row is ejected for
+// the base time, longer each ejection in a row, never more than the share
+// of endpoints allowed; an answer after it returns resets it.
+func TestOutlierEjection(t *testing.T) {
+	clk := newClock()
+	b := New(Options{Now: clk.Now, Rand: seeded()})
+	b.Update([]*controlplanev1.Endpoint{{Address: "10.0.0.1:80"}, {Address: "10.0.0.2:80"}, {Address: "10.0.0.3:80"}, {Address: "10.0.0.4:80"}})
+	b.SetOutlier(&Outlier{ConsecutiveErrors: 3, BaseEjection: 10 * time.Second, MaxEjectionPercent: 50})
+	failing := map[string]bool{"10.0.0.1:80": true, "10.0.0.2:80": true, "10.0.0.3:80": true}
+	run := func(n int) map[string]int {
+		got := map[string]int{}
+		for range n {
+			h, err := b.Pick()
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := h.Endpoint().Address
+			got[addr]++
+			var err2 error
+			if failing[addr] {
+				err2 = errors.New("503")
+			}
+			h.Done(clk.Now(), err2)
+		}
+		return got
+	}
+	run(200)
+	if n := b.Ejected(); n != 2 {
+		t.Fatalf("%d endpoints ejected, want 2: half of 4, though 3 fail", n)
+	}
+	// While two are out, the healthy one and the third failing one share
+	// the traffic.
+	got := run(100)
+	if got["10.0.0.4:80"] < 30 {
+		t.Errorf("picks while ejected: %v", got)
+	}
+	// The first ejection lasts 10s; the endpoints come back after it.
+	clk.Advance(11 * time.Second)
+	if n := b.Ejected(); n != 0 {
+		t.Errorf("%d still ejected after the base ejection time", n)
+	}
+	// Failing again, those ejected before go out for twice as long (their
+	// second ejection in a row); one ejected for the first time, 10s.
+	run(200)
+	if n := b.Ejected(); n != 2 {
+		t.Errorf("%d ejected again, want 2", n)
+	}
+	clk.Advance(11 * time.Second)
+	if n := b.Ejected(); n < 1 {
+		t.Errorf("%d ejected 11s on, want at least one on its second ejection (20s)", n)
+	}
+	clk.Advance(10 * time.Second)
+	failing = map[string]bool{}
+	run(100)
+	if n := b.Ejected(); n != 0 {
+		t.Errorf("%d ejected once all answer", n)
+	}
+	b.SetOutlier(nil)
+	failing = map[string]bool{"10.0.0.1:80": true, "10.0.0.2:80": true, "10.0.0.3:80": true, "10.0.0.4:80": true}
+	run(100)
+	if n := b.Ejected(); n != 0 {
+		t.Errorf("ejection off: %d ejected", n)
+	}
+}

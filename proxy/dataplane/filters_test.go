@@ -185,3 +185,32 @@ func TestRetryBudget(t *testing.T) {
 		t.Error("a retry allowed with no request in the window")
 	}
 }
+
+// A backend's TrafficPolicy ejects an endpoint that keeps failing: traffic
+// goes to the healthy one.
+func TestOutlierDetectionFromPolicy(t *testing.T) {
+	bad, badCount := countingUpstream(t, 1<<30)
+	good, goodCount := countingUpstream(t, 0)
+	resp := &controlplanev1.OutboundResponse{
+		Known: true, Service: svcRef("web"), Protocol: controlplanev1.Protocol_PROTOCOL_HTTP1,
+		Backends: []*controlplanev1.Backend{{
+			Service:   svcRef("web"),
+			Endpoints: append(bad.Backends[0].Endpoints, good.Backends[0].Endpoints...),
+			Policy: &controlplanev1.TrafficPolicy{
+				ConsecutiveErrors: 2, BaseEjectionTime: durationpb.New(time.Minute), MaxEjectionPercent: 50,
+			},
+		}},
+	}
+	addr := outboundProxy(t, resp)
+	c := &http.Client{Timeout: 5 * time.Second}
+	for range 50 {
+		got, err := c.Get("http://" + addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = got.Body.Close()
+	}
+	if badCount.Load() > 2 || goodCount.Load() < 48 {
+		t.Errorf("the failing endpoint got %d requests and the healthy one %d: want the failing one ejected after 2", badCount.Load(), goodCount.Load())
+	}
+}

@@ -136,6 +136,7 @@ func (e *outEntry) compile(resp *controlplanev1.OutboundResponse) *outState {
 			e.balancers[key] = lb
 		}
 		lb.Update(b.GetEndpoints())
+		lb.SetOutlier(outlierOf(b.GetPolicy()))
 		be := &backend{name: serviceName(b.GetService()), lb: lb}
 		if s := b.GetService(); s != nil {
 			be.service = s.Namespace + "/" + s.Name
@@ -162,6 +163,20 @@ func (e *outEntry) compile(resp *controlplanev1.OutboundResponse) *outState {
 		st.fallback = &route{name: st.name, backends: []*weighted{{b: st.backends[0], weight: 1}}, total: 1}
 	}
 	return st
+}
+
+// outlierOf is a backend's circuit breaking, from its TrafficPolicy; nil
+// without one. Ejections end when their time is over, not at the next
+// review of outlier_interval: the proxy checks at every pick.
+func outlierOf(p *controlplanev1.TrafficPolicy) *balance.Outlier {
+	if p.GetConsecutiveErrors() == 0 {
+		return nil
+	}
+	return &balance.Outlier{
+		ConsecutiveErrors:  int(p.ConsecutiveErrors),
+		BaseEjection:       p.GetBaseEjectionTime().AsDuration(),
+		MaxEjectionPercent: int(p.MaxEjectionPercent),
+	}
 }
 
 func serviceName(s *controlplanev1.ServiceRef) string {
