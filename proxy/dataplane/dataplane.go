@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/trellis-mesh/trellis/ca"
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
 	"github.com/trellis-mesh/trellis/proxy/destinations"
 	"github.com/trellis-mesh/trellis/proxy/identity"
@@ -88,6 +89,7 @@ type Proxy struct {
 	plainH2C *http.Transport // to unmeshed endpoints and to the app, HTTP/2 without TLS
 
 	serverTLS *tls.Config
+	authz     *authorizer
 	draining  atomic.Bool
 }
 
@@ -151,8 +153,10 @@ func New(o Options) *Proxy {
 		DisableCompression: true,
 		HTTP2:              pings,
 	}
+	p.authz = &authorizer{}
 	if p.id != nil {
 		p.serverTLS = p.id.ServerTLS([]string{ALPNHTTP2, ALPNTCP})
+		p.authz.trustDomain, _, _, _ = ca.ParseSPIFFEID(p.id.ID())
 	}
 	return p
 }

@@ -218,6 +218,7 @@ func isGRPC(r *http.Request) bool {
 // gRPC status codes the proxy answers with.
 const (
 	codeUnimplemented    = 12
+	codePermissionDenied = 7
 	codeUnavailable      = 14
 	codeDeadlineExceeded = 4
 )

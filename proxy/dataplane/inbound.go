@@ -41,8 +41,12 @@ func (p *Proxy) Inbound(ctx context.Context, f *forward.Forwarder, c net.Conn, d
 		return
 	}
 	// Permissive: a client outside the mesh (or the app's own TLS) reaches
-	// the app untouched.
+	// the app untouched, if the pod's policies let unauthenticated callers.
 	p.m.detected(inboundDir, detect.Opaque)
+	if !p.authorizeTCP("", dst.Port()) {
+		forward.Reset(c)
+		return
+	}
 	start := time.Now()
 	server, err := p.dialPlain(ctx, "tcp", dst.String())
 	if err != nil {
@@ -80,6 +84,10 @@ func (p *Proxy) inboundMesh(ctx context.Context, f *forward.Forwarder, c net.Con
 		p.inHTTP.serve(withConnInfo(ctx, &connInfo{dst: dst, peer: peer}), tc)
 	case ALPNTCP:
 		p.m.detected(inboundDir, detect.Opaque)
+		if !p.authorizeTCP(peer, dst.Port()) {
+			forward.Reset(c)
+			return
+		}
 		server, err := p.dialPlain(ctx, "tcp", dst.String())
 		if err != nil {
 			f.ConnectFailed(tc, dst, err)
@@ -98,6 +106,10 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	ci := connInfoFrom(r.Context())
 	n := p.m.inboundChildren(ci.peer, p.workload)
+	if !p.authorizeHTTP(w, r, ci.peer, ci.dst.Port()) {
+		n.observe(http.StatusForbidden, start)
+		return
+	}
 	out := r.Clone(r.Context())
 	out.RequestURI = ""
 	out.URL.Scheme = "http"

@@ -30,6 +30,7 @@ type Metrics struct {
 	refusals  *prometheus.CounterVec
 	handshake *prometheus.CounterVec
 	retries   *prometheus.CounterVec
+	denials   *prometheus.CounterVec
 
 	local    sync.Map // outbound responses the proxy made itself, by destination and status → *httpChildren
 	in       sync.Map // inbound, by peer → *httpChildren
@@ -71,8 +72,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "trellis_proxy_http_retries_total",
 		Help: "Retries that routes asked for, by destination Service, and whether the retry budget allowed them (sent) or not (budget_exhausted: the failure went back as it came).",
 	}, []string{"dst_service", "result"})
+	m.denials = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trellis_proxy_authorization_denied_total",
+		Help: "Inbound requests (protocol http, answered 403) and connections (tcp, closed) that the pod's AuthorizationPolicies denied, by the rule that did (namespace/policy/index; empty for the default deny).",
+	}, []string{"protocol", "rule"})
 	if reg != nil {
-		reg.MustRegister(m.requests, m.latency, m.protocols, m.tcp, m.refusals, m.handshake, m.retries)
+		reg.MustRegister(m.requests, m.latency, m.protocols, m.tcp, m.refusals, m.handshake, m.retries, m.denials)
 	}
 	m.byProto = map[string][3]prometheus.Counter{}
 	for _, dir := range []string{outboundDir, inboundDir} {
@@ -183,3 +188,6 @@ func (m *Metrics) retried(svc string, sent bool) {
 	}
 	m.retries.WithLabelValues(svc, result).Inc()
 }
+
+// denied counts a request or connection the pod's policies denied.
+func (m *Metrics) denied(protocol, rule string) { m.denials.WithLabelValues(protocol, rule).Inc() }
