@@ -19,6 +19,9 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
 	"github.com/trellis-mesh/trellis/sidecar"
 	"github.com/trellis-mesh/trellis/test/meshnet"
 )
@@ -203,6 +206,22 @@ func (p *meshPod) h2c() *http.Client {
 	}}
 }
 
+// eventually retries f for up to 20 seconds.
+func eventually(t *testing.T, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 func get(c *http.Client, url string) (int, string, http.Header, error) {
 	resp, err := c.Get(url)
 	if err != nil {
@@ -303,6 +322,51 @@ func TestMeshBetweenPods(t *testing.T) {
 			}
 		}()
 		roundTrip(t, client.dial(t, ln.Addr().String()), "GET / HTTP/1.1\r\n\r\n")
+	})
+	t.Run("AuthorizationPolicy: only the allowed identity gets in", func(t *testing.T) {
+		ctx := context.Background()
+		policy := &meshv1.AuthorizationPolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: meshNS, Name: "server-only-from-nobody"},
+			Spec: meshv1.AuthorizationPolicySpec{
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "server"}},
+				Action:   meshv1.AuthorizationActionAllow,
+				Rules: []meshv1.AuthorizationRule{{From: []meshv1.AuthorizationSource{{
+					Identities: []meshv1.SPIFFEIDMatch{"spiffe://cluster.local/ns/shop/sa/nobody"},
+				}}}},
+			},
+		}
+		if err := m.Client.Create(ctx, policy); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the policy to deny the client", func() error {
+			code, _, h, err := get(client.http1(false), "http://"+web+"/denied")
+			if err != nil || code != http.StatusForbidden || !strings.Contains(h.Get("Trellis-Proxy-Error"), "spiffe://cluster.local/ns/shop/sa/client may not GET /denied") {
+				return fmt.Errorf("%d %q %v", code, h.Get("Trellis-Proxy-Error"), err)
+			}
+			return nil
+		})
+		// An opaque connection is accepted by the client's proxy, then
+		// closed when the server's proxy refuses it.
+		c := client.dial(t, web+":7070")
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = c.Write([]byte("PING\r\n"))
+		if n, err := c.Read(make([]byte, 16)); err == nil {
+			t.Errorf("an opaque connection the policy denies answered %d bytes", n)
+		}
+		_ = c.Close()
+		if n := server.metric(t, `trellis_proxy_authorization_denied_total{protocol="http",rule=""}`); n < 1 {
+			t.Errorf("the server's proxy counted %v denied requests", n)
+		}
+		if err := m.Client.Delete(ctx, policy); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the client to be let in once the policy is gone", func() error {
+			code, body, _, err := get(client.http1(false), "http://"+web+"/allowed")
+			if err != nil || code != 200 {
+				return fmt.Errorf("%d %q %v", code, body, err)
+			}
+			return nil
+		})
 	})
 	t.Run("plaintext refused in Strict mode", func(t *testing.T) {
 		before := max(0, server.metric(t, `trellis_proxy_inbound_refused_total{reason="plaintext_in_strict_mode"}`))

@@ -31,9 +31,11 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/trellis-mesh/trellis/ca"
+	"github.com/trellis-mesh/trellis/controlplane/discovery"
 	"github.com/trellis-mesh/trellis/sidecar"
 	"github.com/trellis-mesh/trellis/test/testenv"
 )
@@ -62,6 +64,8 @@ type Options struct {
 // ControlPlane is a running control plane with its API server.
 type ControlPlane struct {
 	Kube kubernetes.Interface
+	// Client reads and writes Trellis's and the Gateway API's kinds too.
+	Client client.Client
 	// Dir holds the kubeconfig, the CA, tokens and logs; it is readable by
 	// the proxy's UID, as the proxies read their token and roots there.
 	Dir string
@@ -106,6 +110,9 @@ func Start(opts Options) (_ *ControlPlane, err error) {
 	}
 	c.env = env
 	if c.Kube, err = kubernetes.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	if c.Client, err = client.New(cfg, client.Options{Scheme: discovery.Scheme()}); err != nil {
 		return nil, err
 	}
 	c.kubeconfig = filepath.Join(dir, "kubeconfig")
