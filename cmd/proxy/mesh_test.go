@@ -341,7 +341,7 @@ func TestMeshBetweenPods(t *testing.T) {
 		eventually(t, "the policy to deny the client", func() error {
 			code, _, h, err := get(client.http1(false), "http://"+web+"/denied")
 			if err != nil || code != http.StatusForbidden || !strings.Contains(h.Get("Trellis-Proxy-Error"), "spiffe://cluster.local/ns/shop/sa/client may not GET /denied") {
-				return fmt.Errorf("%d %q %v", code, h.Get("Trellis-Proxy-Error"), err)
+				return fmt.Errorf("%d %q %w", code, h.Get("Trellis-Proxy-Error"), err)
 			}
 			return nil
 		})
@@ -363,7 +363,7 @@ func TestMeshBetweenPods(t *testing.T) {
 		eventually(t, "the client to be let in once the policy is gone", func() error {
 			code, body, _, err := get(client.http1(false), "http://"+web+"/allowed")
 			if err != nil || code != 200 {
-				return fmt.Errorf("%d %q %v", code, body, err)
+				return fmt.Errorf("%d %q %w", code, body, err)
 			}
 			return nil
 		})
