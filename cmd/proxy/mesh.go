@@ -45,7 +45,7 @@ var keepaliveParams = keepalive.ClientParameters{
 // proxy holds a certificate: discovery calls are authenticated with it.
 // Until then, connections to mesh destinations are relayed as they are
 // (the app does not run yet: the proxy is not ready).
-func startMesh(ctx context.Context, cfg runConfig, reg prometheus.Registerer, log *slog.Logger) (*meshParts, error) {
+func startMesh(ctx context.Context, cfg runConfig, reg prometheus.Registerer, log, access *slog.Logger) (*meshParts, error) {
 	host, _, err := net.SplitHostPort(cfg.controlPlane)
 	if err != nil {
 		return nil, fmt.Errorf("the control plane's address %q is not host:port: %w", cfg.controlPlane, err)
@@ -104,6 +104,7 @@ func startMesh(ctx context.Context, cfg runConfig, reg prometheus.Registerer, lo
 		OpaquePorts:    cfg.opaquePorts,
 		Metrics:        dataplane.NewMetrics(reg),
 		Log:            log,
+		AccessLog:      access,
 	})
 	go m.dp.Run(ctx)
 	go func() {

@@ -228,7 +228,7 @@ func run(ctx context.Context, cfg runConfig, log *slog.Logger, accessOut io.Writ
 	var mesh *meshParts
 	if cfg.controlPlane != "" {
 		var err error
-		if mesh, err = startMesh(ctx, cfg, reg, log); err != nil {
+		if mesh, err = startMesh(ctx, cfg, reg, log, access); err != nil {
 			return err
 		}
 		defer mesh.close()

@@ -59,6 +59,8 @@ type Options struct {
 	OpaquePorts []uint16
 	Metrics     *Metrics
 	Log         *slog.Logger
+	// AccessLog gets one line per HTTP request, when set.
+	AccessLog *slog.Logger
 }
 
 // Proxy handles the forwarders' connections; see the package comment.
@@ -73,6 +75,7 @@ type Proxy struct {
 	opaque        map[uint16]bool
 	m             *Metrics
 	log           *slog.Logger
+	access        *slog.Logger
 	dialer        net.Dialer
 
 	// Outbound: destinations' compiled state, by destination.
@@ -105,6 +108,7 @@ func New(o Options) *Proxy {
 		opaque:        map[uint16]bool{},
 		m:             o.Metrics,
 		log:           o.Log,
+		access:        o.AccessLog,
 		out:           map[string]*outEntry{},
 	}
 	if p.detectTimeout <= 0 {

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -139,7 +141,12 @@ func TestRemoveHopHeaders(t *testing.T) {
 // alone.
 func outboundProxy(t testing.TB, resp *controlplanev1.OutboundResponse) string {
 	t.Helper()
-	p := New(Options{Log: quiet})
+	return outboundProxyWith(t, resp, Options{Log: quiet})
+}
+
+func outboundProxyWith(t testing.TB, resp *controlplanev1.OutboundResponse, o Options) string {
+	t.Helper()
+	p := New(o)
 	e := newOutEntry(nil, resp)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -262,4 +269,59 @@ func FuzzHTTP1Path(f *testing.F) {
 			t.Fatalf("after %q: %d", in, resp.StatusCode)
 		}
 	})
+}
+
+// One JSON line per request in the access log, and gRPC failures told from
+// gRPC errors that are the caller's business.
+func TestAccessLogAndGRPCFailures(t *testing.T) {
+	var buf syncBuffer
+	addr := outboundProxyWith(t, upstream(t), Options{Log: quiet, AccessLog: slog.New(slog.NewJSONHandler(&buf, nil))})
+	resp, err := http.Get("http://" + addr + "/logged?x=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	// The line is written once the handler returns, which may be just
+	// after the client has the response.
+	for deadline := time.Now().Add(2 * time.Second); buf.String() == "" && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	var line struct {
+		Msg, Direction, Method, Path, Endpoint, Dst string
+		Status                                      int
+	}
+	if err := json.Unmarshal([]byte(strings.TrimSpace(buf.String())), &line); err != nil {
+		t.Fatalf("access log %q: %v", buf.String(), err)
+	}
+	if line.Msg != "http" || line.Direction != "outbound" || line.Method != "GET" || line.Path != "/logged" || line.Status != 200 ||
+		line.Endpoint == "" || line.Dst != "shop/web:80" {
+		t.Errorf("access log line %+v", line)
+	}
+
+	for code, failed := range map[string]bool{"0": false, "5": false, "7": false, "14": true, "13": true, "4": true, "2": true} {
+		r := &http.Response{Header: http.Header{}, Trailer: http.Header{"Grpc-Status": {code}}}
+		if grpcFailed(r) != failed {
+			t.Errorf("grpc-status %s: failed %v, want %v", code, !failed, failed)
+		}
+	}
+	if !grpcFailed(&http.Response{Header: http.Header{"Grpc-Status": {"14"}}}) {
+		t.Error("a trailers-only UNAVAILABLE is a failure")
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -247,3 +247,32 @@ func proxyError(w http.ResponseWriter, grpc bool, status, grpcCode int, msg stri
 	w.WriteHeader(status)
 	_, _ = io.WriteString(w, msg+"\n")
 }
+
+// logRequest writes a request's access log line: JSON, one per request, as
+// Envoy's access log is read by mesh users.
+func (p *Proxy) logRequest(dir string, r *http.Request, start time.Time, status int, src, endpoint, dst string, retries int, err error) {
+	attrs := []any{
+		"direction", dir,
+		"method", r.Method,
+		"authority", r.Host,
+		"path", r.URL.Path,
+		"protocol", r.Proto,
+		"status", status,
+		"durationMs", float64(time.Since(start).Microseconds()) / 1000,
+		"src", src,
+		"dst", dst,
+	}
+	if endpoint != "" {
+		attrs = append(attrs, "endpoint", endpoint)
+	}
+	if retries > 0 {
+		attrs = append(attrs, "retries", retries)
+	}
+	if tp := r.Header.Get("Traceparent"); tp != "" {
+		attrs = append(attrs, "traceparent", tp)
+	}
+	if err != nil {
+		attrs = append(attrs, "error", err.Error())
+	}
+	p.access.Info("http", attrs...)
+}

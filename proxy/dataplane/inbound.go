@@ -106,8 +106,18 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	ci := connInfoFrom(r.Context())
 	n := p.m.inboundChildren(ci.peer, p.workload)
+	var (
+		status  int
+		failure error
+	)
+	if p.access != nil {
+		defer func() {
+			p.logRequest(inboundDir, r, start, status, ci.peer, ci.dst.String(), p.workload, 0, failure)
+		}()
+	}
 	if !p.authorizeHTTP(w, r, ci.peer, ci.dst.Port()) {
-		n.observe(http.StatusForbidden, start)
+		status = http.StatusForbidden
+		n.observe(status, start)
 		return
 	}
 	out := r.Clone(r.Context())
@@ -124,7 +134,7 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	}
 	resp, err := rt.RoundTrip(out)
 	if err != nil {
-		status := http.StatusBadGateway
+		status, failure = http.StatusBadGateway, err
 		if isConnectError(err) {
 			status = http.StatusServiceUnavailable
 		}
@@ -133,6 +143,7 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		proxyError(w, isGRPC(r), status, codeUnavailable, "the app did not answer on port "+itoa(uint32(ci.dst.Port()))+": "+err.Error())
 		return
 	}
-	_ = copyResponse(w, resp)
+	status = resp.StatusCode
+	failure = copyResponse(w, resp)
 	n.observe(resp.StatusCode, start)
 }

@@ -132,22 +132,34 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	ci := connInfoFrom(r.Context())
 	st := ci.entry.current()
 	grpc := isGRPC(r)
+	var (
+		status, retries int
+		endpoint        string
+		failure         error
+	)
+	if p.access != nil {
+		defer func() {
+			p.logRequest(outboundDir, r, start, status, p.workload, endpoint, st.name, retries, failure)
+		}()
+	}
 
 	rt, matched, ok := st.route(r)
 	if !ok {
-		p.m.outboundLocal(p.workload, st, http.StatusNotFound)
-		proxyError(w, grpc, http.StatusNotFound, codeUnimplemented, "no route of "+st.name+" matches the request")
+		status = http.StatusNotFound
+		p.m.outboundLocal(p.workload, st, status)
+		proxyError(w, grpc, status, codeUnimplemented, "no route of "+st.name+" matches the request")
 		return
 	}
 	if rt.redirect != nil {
-		code := redirect(w, r, rt.redirect, matched, ci.dst.Port())
-		p.m.outboundLocal(p.workload, st, code)
+		status = redirect(w, r, rt.redirect, matched, ci.dst.Port())
+		p.m.outboundLocal(p.workload, st, status)
 		return
 	}
 	wb := rt.pickBackend()
 	if wb == nil {
-		p.m.outboundLocal(p.workload, st, http.StatusInternalServerError)
-		proxyError(w, grpc, http.StatusInternalServerError, codeUnavailable, "route "+rt.name+" has no backend that can be sent to")
+		status = http.StatusInternalServerError
+		p.m.outboundLocal(p.workload, st, status)
+		proxyError(w, grpc, status, codeUnavailable, "route "+rt.name+" has no backend that can be sent to")
 		return
 	}
 	b := wb.b
@@ -251,8 +263,9 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case errors.Is(err, balance.ErrNoEndpoints):
-		p.m.outboundLocal(p.workload, st, http.StatusServiceUnavailable)
-		proxyError(w, grpc, http.StatusServiceUnavailable, codeUnavailable, b.name+" has no ready endpoints")
+		status, failure = http.StatusServiceUnavailable, err
+		p.m.outboundLocal(p.workload, st, status)
+		proxyError(w, grpc, status, codeUnavailable, b.name+" has no ready endpoints")
 		return
 	case err != nil:
 		if h != nil {
@@ -262,7 +275,7 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 				h.Done(start, err)
 			}
 		}
-		status := http.StatusBadGateway
+		status, failure = http.StatusBadGateway, err
 		if ctx.Err() == context.DeadlineExceeded {
 			status = http.StatusGatewayTimeout
 		} else if isConnectError(err) {
@@ -274,16 +287,32 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ep := h.Endpoint()
+	status, endpoint = resp.StatusCode, ep.Address
 	n := p.m.outboundChildren(p.workload, b, ep.Identity)
 	rt.responseHeaders.apply(resp.Header)
 	wb.responseHeaders.apply(resp.Header)
-	copyErr := copyResponse(w, resp)
+	failure = copyResponse(w, resp)
 	var failed error
-	if resp.StatusCode >= 500 || copyErr != nil {
+	if resp.StatusCode >= 500 || failure != nil || grpcFailed(resp) {
 		failed = errUpstream
 	}
 	h.Done(start, failed)
 	n.observe(resp.StatusCode, start)
+}
+
+// grpcFailed says whether a gRPC response (read to its end) failed in a
+// way that counts against its endpoint: UNKNOWN, DEADLINE_EXCEEDED,
+// INTERNAL or UNAVAILABLE, in its trailers or, trailers-only, its headers.
+func grpcFailed(resp *http.Response) bool {
+	code := resp.Trailer.Get("Grpc-Status")
+	if code == "" {
+		code = resp.Header.Get("Grpc-Status")
+	}
+	switch code {
+	case "2", "4", "13", "14":
+		return true
+	}
+	return false
 }
 
 var errUpstream = errors.New("the response was a server error")
