@@ -24,6 +24,10 @@ import (
 // meshedNamespace runs the sample app with sidecars.
 const meshedNamespace = "temperature-meshed"
 
+// namespaceLine is a manifest's namespace field, at the end of a document
+// or not.
+var namespaceLine = regexp.MustCompile(`(?m)^(\s*namespace: )temperature$`)
+
 // TestMeshedSampleApp runs the sample app in a namespace labeled for the
 // Mesh: every pod gets its sidecar from the operator's webhook through the
 // real API server, the apps' probes stay green through the proxy, their
@@ -40,7 +44,7 @@ func TestMeshedSampleApp(t *testing.T) {
 		if strings.Contains(d, "kind: Namespace") {
 			continue
 		}
-		docs = append(docs, strings.ReplaceAll(d, "namespace: temperature\n", "namespace: "+meshedNamespace+"\n"))
+		docs = append(docs, namespaceLine.ReplaceAllString(d, "${1}"+meshedNamespace))
 	}
 	kubectlApply(t, strings.Join(docs, "\n---\n"))
 	for _, d := range []string{"temperature-api", "converter-v1", "converter-v2"} {
@@ -130,12 +134,12 @@ func TestMeshedSampleApp(t *testing.T) {
 		// certificates proved, and each converter's proxy counted them by
 		// the API's.
 		metrics := httpGet(t, "http://"+podIP+":15020/metrics")
-		out := `trellis_proxy_http_responses_total\{direction="outbound",dst_service="` + meshedNamespace + `/converter",dst_workload="` + meshedNamespace + `/default",src_workload="` + meshedNamespace + `/default",status_class="2xx"\}`
+		out := `trellis_proxy_http_responses_total\{direction="outbound",dst_service="` + meshedNamespace + `/converter",dst_workload="` + meshedNamespace + `/converter",src_workload="` + meshedNamespace + `/temperature-api",status_class="2xx"\}`
 		if n := metricSum(metrics, out); n < 40 {
 			t.Errorf("the API's proxy counted %v calls to the converter answered in mutual TLS, want the load generator's 40 or more:\n%s", n, grepLines(metrics, "trellis_proxy_http"))
 		}
 		converters := strings.Fields(kubectl(t, "-n", meshedNamespace, "get", "pods", "-l", "app=converter", "-o", "jsonpath={.items[*].status.podIP}"))
-		in := `trellis_proxy_http_responses_total\{direction="inbound",dst_service="",dst_workload="` + meshedNamespace + `/default",src_workload="` + meshedNamespace + `/default",status_class="2xx"\}`
+		in := `trellis_proxy_http_responses_total\{direction="inbound",dst_service="",dst_workload="` + meshedNamespace + `/converter",src_workload="` + meshedNamespace + `/temperature-api",status_class="2xx"\}`
 		for _, ip := range converters {
 			m := httpGet(t, "http://"+ip+":15020/metrics")
 			if n := metricSum(m, in); n < 1 {

@@ -18,14 +18,15 @@ import (
 
 // objects decodes every manifest strictly, so a misspelt field fails.
 type objects struct {
-	namespaces  []corev1.Namespace
-	deployments map[string]appsv1.Deployment
-	services    map[string]corev1.Service
+	namespaces      []corev1.Namespace
+	deployments     map[string]appsv1.Deployment
+	services        map[string]corev1.Service
+	serviceAccounts map[string]corev1.ServiceAccount
 }
 
 func load(t *testing.T) objects {
 	t.Helper()
-	objs := objects{deployments: map[string]appsv1.Deployment{}, services: map[string]corev1.Service{}}
+	objs := objects{deployments: map[string]appsv1.Deployment{}, services: map[string]corev1.Service{}, serviceAccounts: map[string]corev1.ServiceAccount{}}
 	for _, name := range Files {
 		data, err := FS.ReadFile(name)
 		if err != nil {
@@ -57,6 +58,10 @@ func load(t *testing.T) objects {
 				var o corev1.Service
 				strict(t, name, doc, &o)
 				objs.services[o.Name] = o
+			case "ServiceAccount":
+				var o corev1.ServiceAccount
+				strict(t, name, doc, &o)
+				objs.serviceAccounts[o.Name] = o
 			default:
 				t.Fatalf("%s: unexpected kind %q", name, meta.Kind)
 			}
@@ -301,4 +306,22 @@ func ptrEq(a, b *string) bool {
 		return a == b
 	}
 	return *a == *b
+}
+
+// Each workload runs as its own ServiceAccount, so that the mesh tells
+// them apart (identities, AuthorizationPolicies).
+func TestServiceAccounts(t *testing.T) {
+	objs := load(t)
+	for deploy, sa := range map[string]string{TemperatureAPI: TemperatureAPI, ConverterV1: Converter, ConverterV2: Converter} {
+		d, ok := objs.deployments[deploy]
+		if !ok {
+			t.Fatalf("no Deployment %s", deploy)
+		}
+		if got := d.Spec.Template.Spec.ServiceAccountName; got != sa {
+			t.Errorf("Deployment %s runs as %q, want %q", deploy, got, sa)
+		}
+		if _, ok := objs.serviceAccounts[sa]; !ok {
+			t.Errorf("no ServiceAccount %s", sa)
+		}
+	}
 }
