@@ -1,18 +1,23 @@
 package dataplane
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
+	"github.com/trellis-mesh/trellis/proxy/forward"
 )
 
 func TestRewritePath(t *testing.T) {
@@ -212,5 +217,130 @@ func TestOutlierDetectionFromPolicy(t *testing.T) {
 	}
 	if badCount.Load() > 2 || goodCount.Load() < 48 {
 		t.Errorf("the failing endpoint got %d requests and the healthy one %d: want the failing one ejected after 2", badCount.Load(), goodCount.Load())
+	}
+}
+
+// A backend's max_pending_requests bounds the requests in flight to it from
+// this proxy: one more is answered 503 at once.
+func TestConnectionLimits(t *testing.T) {
+	release := make(chan struct{})
+	var inside atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inside.Add(1)
+		<-release
+	}))
+	t.Cleanup(srv.Close)
+	resp := &controlplanev1.OutboundResponse{
+		Known: true, Service: svcRef("web"), Protocol: controlplanev1.Protocol_PROTOCOL_HTTP1,
+		Backends: []*controlplanev1.Backend{{
+			Service:   svcRef("web"),
+			Endpoints: []*controlplanev1.Endpoint{{Address: strings.TrimPrefix(srv.URL, "http://")}},
+			Policy:    &controlplanev1.TrafficPolicy{MaxPendingRequests: 2},
+		}},
+	}
+	addr := outboundProxy(t, resp)
+	c := &http.Client{Timeout: 5 * time.Second}
+	done := make(chan int, 2)
+	for range 2 {
+		go func() {
+			r, err := c.Get("http://" + addr + "/slow")
+			if err != nil {
+				done <- 0
+				return
+			}
+			_ = r.Body.Close()
+			done <- r.StatusCode
+		}()
+	}
+	for deadline := time.Now().Add(5 * time.Second); inside.Load() < 2 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	r, err := c.Get("http://" + addr + "/third")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = r.Body.Close()
+	if r.StatusCode != http.StatusServiceUnavailable || !strings.Contains(r.Header.Get(headerProxyError), "max_pending_requests") {
+		t.Errorf("a third request with two in flight: %d %q, want 503", r.StatusCode, r.Header.Get(headerProxyError))
+	}
+	close(release)
+	for range 2 {
+		if code := <-done; code != 200 {
+			t.Errorf("a request within the limit: %d", code)
+		}
+	}
+	r, err = c.Get("http://" + addr + "/after")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = r.Body.Close()
+	if r.StatusCode != 200 {
+		t.Errorf("after the others finished: %d", r.StatusCode)
+	}
+}
+
+// A backend's max_connections bounds the opaque connections open to it
+// from this proxy: one more is closed at once.
+func TestMaxConnections(t *testing.T) {
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = echo.Close() })
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(c, c); _ = c.Close() }()
+		}
+	}()
+	e := newOutEntry(nil, &controlplanev1.OutboundResponse{
+		Known: true, Service: svcRef("db"), Protocol: controlplanev1.Protocol_PROTOCOL_TCP,
+		Backends: []*controlplanev1.Backend{{
+			Service:   svcRef("db"),
+			Endpoints: []*controlplanev1.Endpoint{{Address: echo.Addr().String()}},
+			Policy:    &controlplanev1.TrafficPolicy{MaxConnections: 1},
+		}},
+	})
+	p := New(Options{Log: quiet})
+	dst := netip.MustParseAddrPort("10.0.0.9:5432")
+	f := forward.New(forward.Outbound, forward.Options{
+		Metrics:     forward.NewMetrics(prometheus.NewRegistry()),
+		Log:         quiet,
+		Destination: func(net.Conn) (netip.AddrPort, error) { return dst, nil },
+		Handler: func(ctx context.Context, f *forward.Forwarder, c net.Conn, dst netip.AddrPort) {
+			p.outboundTCP(ctx, f, c, dst, e.current())
+		},
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = f.Serve(ln) }()
+	t.Cleanup(func() { _ = f.Shutdown(context.Background()) })
+
+	first, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = first.Close() }()
+	_ = first.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := first.Write([]byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(first, make([]byte, 3)); err != nil {
+		t.Fatalf("the first connection: %v", err)
+	}
+	second, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = second.Close() }()
+	_ = second.SetDeadline(time.Now().Add(5 * time.Second))
+	_, _ = second.Write([]byte("two"))
+	if n, err := second.Read(make([]byte, 3)); err == nil {
+		t.Errorf("a second connection over max_connections 1 got %d bytes back", n)
 	}
 }

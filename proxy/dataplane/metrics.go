@@ -31,6 +31,7 @@ type Metrics struct {
 	handshake *prometheus.CounterVec
 	retries   *prometheus.CounterVec
 	denials   *prometheus.CounterVec
+	overflows *prometheus.CounterVec
 
 	local    sync.Map // outbound responses the proxy made itself, by destination and status → *httpChildren
 	in       sync.Map // inbound, by peer → *httpChildren
@@ -76,8 +77,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "trellis_proxy_authorization_denied_total",
 		Help: "Inbound requests (protocol http, answered 403) and connections (tcp, closed) that the pod's AuthorizationPolicies denied, by the rule that did (namespace/policy/index; empty for the default deny).",
 	}, []string{"protocol", "rule"})
+	m.overflows = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trellis_proxy_overflow_total",
+		Help: "Requests answered 503 (limit requests) and connections closed (limit connections) because a destination's TrafficPolicy connection limits were reached, by destination Service.",
+	}, []string{"dst_service", "limit"})
 	if reg != nil {
-		reg.MustRegister(m.requests, m.latency, m.protocols, m.tcp, m.refusals, m.handshake, m.retries, m.denials)
+		reg.MustRegister(m.requests, m.latency, m.protocols, m.tcp, m.refusals, m.handshake, m.retries, m.denials, m.overflows)
 	}
 	m.byProto = map[string][3]prometheus.Counter{}
 	for _, dir := range []string{outboundDir, inboundDir} {
@@ -191,3 +196,6 @@ func (m *Metrics) retried(svc string, sent bool) {
 
 // denied counts a request or connection the pod's policies denied.
 func (m *Metrics) denied(protocol, rule string) { m.denials.WithLabelValues(protocol, rule).Inc() }
+
+// overflowed counts a request or connection over a connection limit.
+func (m *Metrics) overflowed(svc, limit string) { m.overflows.WithLabelValues(svc, limit).Inc() }

@@ -59,6 +59,13 @@ func (p *Proxy) Outbound(ctx context.Context, f *forward.Forwarder, c net.Conn, 
 func (p *Proxy) outboundTCP(ctx context.Context, f *forward.Forwarder, c net.Conn, dst netip.AddrPort, st *outState) {
 	start := time.Now()
 	b := st.backends[0]
+	if !take(&b.limits.conns, &b.limits.maxConns) {
+		p.m.overflowed(b.service, "connections")
+		p.log.Debug("closing a connection over the destination's max_connections", "destination", dst.String())
+		forward.Reset(c)
+		return
+	}
+	defer b.limits.conns.Add(-1)
 	var lastErr error
 	for range 2 {
 		h, err := b.lb.Pick()
@@ -163,6 +170,14 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b := wb.b
+	if !take(&b.limits.requests, &b.limits.maxRequests) {
+		status = http.StatusServiceUnavailable
+		p.m.overflowed(b.service, "requests")
+		p.m.outboundLocal(p.workload, st, status)
+		proxyError(w, grpc, status, codeUnavailable, b.name+" has max_pending_requests in flight from this pod already (its TrafficPolicy's connectionLimits)")
+		return
+	}
+	defer b.limits.requests.Add(-1)
 	timeout := rt.timeout
 	if timeout == 0 {
 		timeout = st.requestTimeout

@@ -30,6 +30,7 @@ type outEntry struct {
 	mu        sync.Mutex
 	state     atomic.Pointer[outState]
 	balancers map[string]*balance.Balancer
+	limits    map[string]*limits
 	budget    *retryBudget
 }
 
@@ -50,6 +51,7 @@ type backend struct {
 	name           string // <namespace>/<name>:<port>
 	service        string // <namespace>/<name>, for metrics
 	lb             *balance.Balancer
+	limits         *limits
 	connectTimeout time.Duration
 	children       sync.Map // dst identity → *httpChildren
 }
@@ -77,7 +79,7 @@ func (p *Proxy) outEntry(ctx context.Context, dest string) (*outEntry, error) {
 }
 
 func newOutEntry(d *destinations.Destination, static *controlplanev1.OutboundResponse) *outEntry {
-	return &outEntry{dest: d, static: static, balancers: map[string]*balance.Balancer{}, budget: newRetryBudget()}
+	return &outEntry{dest: d, static: static, balancers: map[string]*balance.Balancer{}, limits: map[string]*limits{}, budget: newRetryBudget()}
 }
 
 // sweep forgets the destinations not used since before.
@@ -137,7 +139,14 @@ func (e *outEntry) compile(resp *controlplanev1.OutboundResponse) *outState {
 		}
 		lb.Update(b.GetEndpoints())
 		lb.SetOutlier(outlierOf(b.GetPolicy()))
-		be := &backend{name: serviceName(b.GetService()), lb: lb}
+		lim := e.limits[key]
+		if lim == nil {
+			lim = &limits{}
+			e.limits[key] = lim
+		}
+		lim.maxRequests.Store(int64(b.GetPolicy().GetMaxPendingRequests()))
+		lim.maxConns.Store(int64(b.GetPolicy().GetMaxConnections()))
+		be := &backend{name: serviceName(b.GetService()), lb: lb, limits: lim}
 		if s := b.GetService(); s != nil {
 			be.service = s.Namespace + "/" + s.Name
 		} else {
@@ -154,6 +163,7 @@ func (e *outEntry) compile(resp *controlplanev1.OutboundResponse) *outState {
 	for k := range e.balancers {
 		if !used[k] {
 			delete(e.balancers, k)
+			delete(e.limits, k)
 		}
 	}
 	for _, r := range resp.GetRoutes() {
@@ -441,4 +451,24 @@ func (rt *route) pickBackend() *weighted {
 		n -= w.weight
 	}
 	return rt.backends[len(rt.backends)-1]
+}
+
+// limits are a backend's connection limits from its TrafficPolicy, per
+// client proxy, kept across recompilations like its balancer: requests in
+// flight (max_pending_requests: with HTTP/2 between proxies nothing waits
+// for a connection, so the proxy bounds what is outstanding) and opaque
+// connections open (max_connections). 0 is no limit.
+type limits struct {
+	requests, conns       atomic.Int64
+	maxRequests, maxConns atomic.Int64
+}
+
+// take counts one more against counter unless that passes limit.
+func take(counter, limit *atomic.Int64) bool {
+	n := counter.Add(1)
+	if m := limit.Load(); m > 0 && n > m {
+		counter.Add(-1)
+		return false
+	}
+	return true
 }
