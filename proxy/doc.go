@@ -13,6 +13,7 @@
 //	identity      the workload certificate from the control plane, the trust
 //	              bundle, and the TLS configurations of mutual TLS
 //	destinations  the control plane's discovery streams, kept through its outages
+//	tracing       W3C trace context and B3, a span per request, OTLP/gRPC export
 //	admin         /ready, /live, /metrics, /shutdown, pprof and the app probe relay
 //	appprobe      the app's original probes, run as the kubelet would run them
 package proxy

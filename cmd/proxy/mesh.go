@@ -18,6 +18,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/dataplane"
 	"github.com/trellis-mesh/trellis/proxy/destinations"
 	"github.com/trellis-mesh/trellis/proxy/identity"
+	"github.com/trellis-mesh/trellis/proxy/tracing"
 )
 
 // meshParts are the proxy's connection to the mesh: its identity, the
@@ -94,6 +95,16 @@ func startMesh(ctx context.Context, cfg runConfig, reg prometheus.Registerer, lo
 		Registerer: reg,
 	})
 	go dests.Run(ctx)
+	var tracer *tracing.Exporter
+	if cfg.tracingEndpoint != "" {
+		if tracer, err = tracing.NewExporter(tracing.ExporterOptions{
+			Endpoint: cfg.tracingEndpoint, Service: cfg.namespace + "/" + cfg.serviceAccount,
+			SamplingPercent: cfg.samplingPercent, Log: log.With("component", "tracing"), Registerer: reg,
+		}); err != nil {
+			return nil, err
+		}
+		go tracer.Run(ctx)
+	}
 	m.dp = dataplane.New(dataplane.Options{
 		Identity:       id,
 		Destinations:   dests,
@@ -105,6 +116,7 @@ func startMesh(ctx context.Context, cfg runConfig, reg prometheus.Registerer, lo
 		Metrics:        dataplane.NewMetrics(reg),
 		Log:            log,
 		AccessLog:      access,
+		Tracer:         tracer,
 	})
 	go m.dp.Run(ctx)
 	go func() {

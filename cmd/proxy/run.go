@@ -65,6 +65,9 @@ type runConfig struct {
 	trustDomain      string
 	mtlsMode         controlplanev1.MTLSMode
 	pprof            bool
+	// tracingEndpoint is the OTLP/gRPC collector; none: no spans.
+	tracingEndpoint string
+	samplingPercent float64
 
 	logLevel  slog.Level
 	accessLog bool
@@ -150,6 +153,17 @@ func (c *runConfig) loadEnv(getenv func(string) string) error {
 	}
 	if c.controlPlane == "" {
 		c.controlPlane = getenv(sidecar.EnvControlPlane)
+	}
+	if c.tracingEndpoint = getenv(sidecar.EnvTracingEndpoint); c.tracingEndpoint != "" {
+		c.samplingPercent = 1
+		if v := getenv(sidecar.EnvTracingSamplingPercent); v != "" {
+			p, err := strconv.ParseFloat(v, 64)
+			if err != nil || p < 0 || p > 100 {
+				c.warnings = append(c.warnings, fmt.Sprintf("%s=%q is not a percentage from 0 to 100; sampling 1%% of new traces", sidecar.EnvTracingSamplingPercent, v))
+			} else {
+				c.samplingPercent = p
+			}
+		}
 	}
 	c.namespace, c.podName = getenv(sidecar.EnvPodNamespace), getenv(sidecar.EnvPodName)
 	c.serviceAccount, c.trustDomain = getenv(sidecar.EnvServiceAccount), getenv(sidecar.EnvTrustDomain)

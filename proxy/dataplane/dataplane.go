@@ -15,6 +15,7 @@ import (
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
 	"github.com/trellis-mesh/trellis/proxy/destinations"
 	"github.com/trellis-mesh/trellis/proxy/identity"
+	"github.com/trellis-mesh/trellis/proxy/tracing"
 )
 
 // The mesh's ALPN protocols between proxies.
@@ -61,6 +62,8 @@ type Options struct {
 	Log         *slog.Logger
 	// AccessLog gets one line per HTTP request, when set.
 	AccessLog *slog.Logger
+	// Tracer exports a span per sampled HTTP request, when set.
+	Tracer *tracing.Exporter
 }
 
 // Proxy handles the forwarders' connections; see the package comment.
@@ -76,6 +79,7 @@ type Proxy struct {
 	m             *Metrics
 	log           *slog.Logger
 	access        *slog.Logger
+	tracer        *tracing.Exporter
 	dialer        net.Dialer
 
 	// Outbound: destinations' compiled state, by destination.
@@ -109,6 +113,7 @@ func New(o Options) *Proxy {
 		m:             o.Metrics,
 		log:           o.Log,
 		access:        o.AccessLog,
+		tracer:        o.Tracer,
 		out:           map[string]*outEntry{},
 	}
 	if p.detectTimeout <= 0 {

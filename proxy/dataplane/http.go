@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/trellis-mesh/trellis/proxy/tracing"
 )
 
 // connInfo is what a request's handler knows of its connection.
@@ -275,4 +277,42 @@ func (p *Proxy) logRequest(dir string, r *http.Request, start time.Time, status 
 		attrs = append(attrs, "error", err.Error())
 	}
 	p.access.Info("http", attrs...)
+}
+
+// startSpan reads the trace context of a request (in), starts this proxy's
+// span of it, and writes the context that the request leaves with (out):
+// this span as the parent. A request without a trace starts one, sampled
+// at the configured share. nil when tracing is off or the trace is not
+// sampled; the context is propagated either way.
+func (p *Proxy) startSpan(in, out http.Header, kind tracing.Kind, name string, start time.Time) *tracing.Span {
+	if p.tracer == nil {
+		return nil
+	}
+	tc, ok := tracing.Extract(in)
+	if !ok {
+		tc = tracing.Context{Trace: tracing.NewTraceID()}
+		tc.Sampled = tracing.Sample(tc.Trace, p.tracer.SamplingPercent())
+	}
+	id := tracing.NewSpanID()
+	tracing.Inject(out, tc.Trace, id, tc.Sampled)
+	if !tc.Sampled {
+		return nil
+	}
+	return &tracing.Span{Trace: tc.Trace, ID: id, Parent: tc.Parent, Name: name, Kind: kind, Start: start, Attributes: map[string]string{}}
+}
+
+// endSpan ends a span with the request's outcome and queues it for export.
+func (p *Proxy) endSpan(s *tracing.Span, status int, attrs ...string) {
+	if s == nil {
+		return
+	}
+	s.End = time.Now()
+	s.Status = status
+	s.Error = status == 0 || status >= 500
+	for i := 0; i+1 < len(attrs); i += 2 {
+		if attrs[i+1] != "" {
+			s.Attributes[attrs[i]] = attrs[i+1]
+		}
+	}
+	p.tracer.Export(*s)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/detect"
 	"github.com/trellis-mesh/trellis/proxy/forward"
 	"github.com/trellis-mesh/trellis/proxy/identity"
+	"github.com/trellis-mesh/trellis/proxy/tracing"
 )
 
 // handshakeTimeout bounds a peer's TLS handshake.
@@ -128,6 +129,11 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	orig := r.Header.Get(headerOrigProto)
 	out.Header.Del(headerOrigProto)
 	removeHopHeaders(out.Header)
+	span := p.startSpan(r.Header, out.Header, tracing.KindServer, r.Method+" "+p.workload, start)
+	defer func() {
+		p.endSpan(span, status, "trellis.direction", inboundDir, "http.request.method", r.Method, "url.path", r.URL.Path,
+			"trellis.source", workloadOf(ci.peer), "trellis.workload", p.workload, "server.port", itoa(uint32(ci.dst.Port())))
+	}()
 	var rt http.RoundTripper = p.plainH2C
 	if orig == "HTTP/1.1" || orig == "HTTP/1.0" {
 		rt = p.plainH1

@@ -14,6 +14,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/balance"
 	"github.com/trellis-mesh/trellis/proxy/detect"
 	"github.com/trellis-mesh/trellis/proxy/forward"
+	"github.com/trellis-mesh/trellis/proxy/tracing"
 )
 
 // Outbound is the outbound forwarder's Handler.
@@ -204,6 +205,11 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	}
 	rt.requestHeaders.apply(out.Header)
 	wb.requestHeaders.apply(out.Header)
+	span := p.startSpan(r.Header, out.Header, tracing.KindClient, r.Method+" "+st.name, start)
+	defer func() {
+		p.endSpan(span, status, "trellis.direction", outboundDir, "http.request.method", r.Method, "url.path", r.URL.Path,
+			"trellis.route", rt.name, "trellis.destination", b.name, "server.address", endpoint, "trellis.source", p.workload)
+	}()
 
 	// A request may be sent again when nothing of it went out (its
 	// endpoint could not be reached: once, always) or when its route says
