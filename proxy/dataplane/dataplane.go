@@ -97,7 +97,6 @@ type Proxy struct {
 
 	serverTLS *tls.Config
 	authz     *authorizer
-	draining  atomic.Bool
 }
 
 // New returns a Proxy; Run sweeps its idle state and Shutdown drains it.
@@ -190,7 +189,6 @@ func (p *Proxy) Run(ctx context.Context) {
 // finish. It returns when the HTTP/1 connections are done or ctx ends; the
 // forwarders wait for the rest.
 func (p *Proxy) Shutdown(ctx context.Context) error {
-	p.draining.Store(true)
 	err := errors.Join(p.outHTTP.shutdown(ctx), p.inHTTP.shutdown(ctx))
 	p.plainH1.CloseIdleConnections()
 	p.plainH2C.CloseIdleConnections()

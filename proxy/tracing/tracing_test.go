@@ -3,15 +3,14 @@ package tracing
 import (
 	"context"
 	"encoding/hex"
-	"net"
 	"net/http"
 	"strconv"
 	"testing"
 	"time"
 
-	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/grpc"
+
+	"github.com/trellis-mesh/trellis/proxy/tracing/otlptest"
 )
 
 func TestExtractInject(t *testing.T) {
@@ -74,30 +73,11 @@ func TestSample(t *testing.T) {
 	}
 }
 
-type receiver struct {
-	collectorpb.UnimplementedTraceServiceServer
-	got chan *collectorpb.ExportTraceServiceRequest
-}
-
-func (r *receiver) Export(_ context.Context, req *collectorpb.ExportTraceServiceRequest) (*collectorpb.ExportTraceServiceResponse, error) {
-	r.got <- req
-	return &collectorpb.ExportTraceServiceResponse{}, nil
-}
-
 // What the exporter writes by hand is what OTLP's own types read, sent to
 // a real OTLP/gRPC receiver.
 func TestExportToAnOTLPReceiver(t *testing.T) {
-	rcv := &receiver{got: make(chan *collectorpb.ExportTraceServiceRequest, 4)}
-	gs := grpc.NewServer()
-	collectorpb.RegisterTraceServiceServer(gs, rcv)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = gs.Serve(ln) }()
-	t.Cleanup(gs.Stop)
-
-	e, err := NewExporter(ExporterOptions{Endpoint: ln.Addr().String(), Service: "shop/api", SamplingPercent: 100})
+	rcv := otlptest.Start(t, "127.0.0.1:0")
+	e, err := NewExporter(ExporterOptions{Endpoint: rcv.Addr, Service: "shop/api", SamplingPercent: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,17 +89,7 @@ func TestExportToAnOTLPReceiver(t *testing.T) {
 	e.Export(Span{Trace: trace, ID: id, Parent: parent, Name: "GET shop/web:80", Kind: KindClient, Start: start, End: start.Add(3 * time.Millisecond),
 		Attributes: map[string]string{"url.path": "/orders"}, Status: 503, Error: true})
 
-	var req *collectorpb.ExportTraceServiceRequest
-	select {
-	case req = <-rcv.got:
-	case <-time.After(5 * time.Second):
-		t.Fatal("no export reached the receiver in 5s")
-	}
-	rs := req.GetResourceSpans()
-	if len(rs) != 1 || rs[0].GetResource().GetAttributes()[0].GetValue().GetStringValue() != "shop/api" {
-		t.Fatalf("resource: %v", rs)
-	}
-	spans := rs[0].GetScopeSpans()[0].GetSpans()
+	spans := rcv.WaitSpans("shop/api", 1, 5*time.Second)
 	if len(spans) != 1 {
 		t.Fatalf("spans: %v", spans)
 	}
