@@ -173,19 +173,7 @@ func serveApps(t *testing.T, p *meshPod) {
 	go func() { _ = gs.Serve(listen("9090")) }()
 	t.Cleanup(gs.Stop)
 
-	echo := listen("7070")
-	go func() {
-		for {
-			c, err := echo.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer func() { _ = c.Close() }()
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
+	p.listen(t, ":7070") // the TCP echo
 }
 
 // http1 is an HTTP/1.1 client in pod p; keepAlive false opens a connection per request.
@@ -425,17 +413,13 @@ func TestMeshBetweenPods(t *testing.T) {
 		// The proxies are back on the restarted control plane: a Service
 		// created now is found.
 		later := m.addService(t, "later", []meshnet.ServicePort{servicePort("http", 80, 8080)}, server)
-		deadline := time.Now().Add(20 * time.Second)
-		for {
+		eventually(t, "a Service created after the restart", func() error {
 			code, body, _, err := get(client.http1(false), "http://"+later+"/later")
-			if err == nil && code == 200 && body == "server HTTP/1.1 /later" {
-				break
+			if err != nil || code != 200 || body != "server HTTP/1.1 /later" {
+				return fmt.Errorf("%d %q %w", code, body, err)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("a Service created after the restart: %d %q %v", code, body, err)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+			return nil
+		})
 		if n := server.metric(t, `trellis_proxy_http_responses_total{direction="inbound",dst_service="",dst_workload="shop/server",src_workload="shop/client",status_class="2xx"}`); n < float64(sent) {
 			t.Errorf("the server's proxy counted %v requests from shop/client in mutual TLS, want at least the %d sent during the outage", n, sent)
 		}

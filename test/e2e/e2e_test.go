@@ -144,10 +144,38 @@ func TestInvalidMeshRefusedByTheOperatorsWebhook(t *testing.T) {
 
 // loadgenResult is what the sample app's load generator prints.
 type loadgenResult struct {
-	Total       int            `json:"total"`
-	Successes   int            `json:"successes"`
-	SuccessRate float64        `json:"success_rate"`
-	ByConverter map[string]int `json:"by_converter"`
+	Total        int            `json:"total"`
+	Successes    int            `json:"successes"`
+	SuccessRate  float64        `json:"success_rate"`
+	ByConverter  map[string]int `json:"by_converter"`
+	ByStatusCode map[string]int `json:"by_status_code"`
+}
+
+// runLoadgenJob runs the load generator as a Job named name in namespace,
+// calling url at rate for duration (meshed when the namespace is), and
+// returns its logs once it completes.
+func runLoadgenJob(t *testing.T, namespace, name, url, rate, duration string) string {
+	t.Helper()
+	kubectl(t, "-n", namespace, "delete", "job", name, "--ignore-not-found", "--wait")
+	kubectl(t, "-n", namespace, "create", "job", name, "--image=ghcr.io/trellis-mesh/sample-loadgen:v0.1.0", "--",
+		"/usr/local/bin/loadgen", "--url="+url, "--rate="+rate, "--duration="+duration)
+	if out, err := kubectlErr("-n", namespace, "wait", "job/"+name, "--for=condition=Complete", "--timeout=120s"); err != nil {
+		t.Log(kubectlErr("-n", namespace, "describe", "job/"+name))
+		t.Log(kubectlErr("-n", namespace, "logs", "job/"+name, "--all-containers"))
+		t.Fatalf("Job %s/%s (the load generator) did not complete: %v %s", namespace, name, err, out)
+	}
+	return kubectl(t, "-n", namespace, "logs", "job/"+name)
+}
+
+// parseLoadgen reads the load generator's result, the last line of its logs.
+func parseLoadgen(t *testing.T, logs string) (loadgenResult, string) {
+	t.Helper()
+	var res loadgenResult
+	line := strings.TrimSpace(logs[strings.LastIndex(strings.TrimSpace(logs), "\n")+1:])
+	if err := json.Unmarshal([]byte(line), &res); err != nil {
+		t.Fatalf("load generator output %q: %v", logs, err)
+	}
+	return res, line
 }
 
 // waitForAnswer waits until the temperature API in namespace answers one
@@ -181,11 +209,7 @@ func waitForAnswer(t *testing.T, namespace string) {
 // logs, and checks that it sent at least 40 requests, all answered.
 func loadgenSucceeded(t *testing.T, logs string) loadgenResult {
 	t.Helper()
-	var res loadgenResult
-	line := strings.TrimSpace(logs[strings.LastIndex(strings.TrimSpace(logs), "\n")+1:])
-	if err := json.Unmarshal([]byte(line), &res); err != nil {
-		t.Fatalf("load generator output %q: %v", logs, err)
-	}
+	res, line := parseLoadgen(t, logs)
 	if res.Total < 40 || res.SuccessRate < 1 {
 		t.Errorf("%d requests, success rate %.3f: want at least 40, all successful; load generator said: %s", res.Total, res.SuccessRate, line)
 	}

@@ -92,15 +92,7 @@ func TestMeshedSampleApp(t *testing.T) {
 
 	t.Run("a Job completes with its sidecar, calling the app through both proxies", func(t *testing.T) {
 		waitForAnswer(t, meshedNamespace)
-		kubectl(t, "-n", meshedNamespace, "delete", "job", "loadgen", "--ignore-not-found", "--wait")
-		kubectl(t, "-n", meshedNamespace, "create", "job", "loadgen", "--image=ghcr.io/trellis-mesh/sample-loadgen:v0.1.0", "--",
-			"/usr/local/bin/loadgen", "--url=http://temperature-api:8080/temperature?city=Oslo&unit=F", "--rate=20", "--duration=3s")
-		if out, err := kubectlErr("-n", meshedNamespace, "wait", "job/loadgen", "--for=condition=Complete", "--timeout=120s"); err != nil {
-			t.Log(kubectlErr("-n", meshedNamespace, "describe", "job/loadgen"))
-			t.Log(kubectlErr("-n", meshedNamespace, "logs", "job/loadgen", "--all-containers"))
-			t.Fatalf("the meshed Job did not complete: %v %s", err, out)
-		}
-		logs := kubectl(t, "-n", meshedNamespace, "logs", "job/loadgen")
+		logs := runLoadgenJob(t, meshedNamespace, "loadgen", "http://temperature-api:8080/temperature?city=Oslo&unit=F", "20", "3s")
 		res := loadgenSucceeded(t, logs)
 		// The API's proxy balances its gRPC calls request by request, so
 		// both converter versions answer, unlike without the mesh.

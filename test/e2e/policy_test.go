@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -35,23 +34,10 @@ spec:
 	}
 
 	// A meshed Job (ServiceAccount default) calls the converter directly.
-	var res struct {
-		Total        int            `json:"total"`
-		ByStatusCode map[string]int `json:"by_status_code"`
-	}
+	var res loadgenResult
 	deadline := time.Now().Add(60 * time.Second)
-	for attempt := 0; ; attempt++ {
-		kubectl(t, "-n", meshedNamespace, "delete", "job", "intruder", "--ignore-not-found", "--wait")
-		kubectl(t, "-n", meshedNamespace, "create", "job", "intruder", "--image=ghcr.io/trellis-mesh/sample-loadgen:v0.1.0", "--",
-			"/usr/local/bin/loadgen", "--url=http://converter:9090/", "--rate=10", "--duration=1s")
-		if out, err := kubectlErr("-n", meshedNamespace, "wait", "job/intruder", "--for=condition=Complete", "--timeout=120s"); err != nil {
-			t.Log(kubectlErr("-n", meshedNamespace, "logs", "job/intruder", "--all-containers"))
-			t.Fatalf("the intruder Job did not complete: %v %s", err, out)
-		}
-		logs := strings.TrimSpace(kubectl(t, "-n", meshedNamespace, "logs", "job/intruder"))
-		if err := json.Unmarshal([]byte(logs[strings.LastIndex(logs, "\n")+1:]), &res); err != nil {
-			t.Fatalf("load generator output %q: %v", logs, err)
-		}
+	for {
+		res, _ = parseLoadgen(t, runLoadgenJob(t, meshedNamespace, "intruder", "http://converter:9090/", "10", "1s"))
 		if res.Total > 0 && res.ByStatusCode["403"] == res.Total {
 			break
 		}

@@ -60,14 +60,7 @@ func TestGRPCRouteSplitsTheConverterCalls(t *testing.T) {
 		t.Fatalf("the route was not accepted: %v %s", err, out)
 	}
 	waitForAnswer(t, meshedNamespace)
-	kubectl(t, "-n", meshedNamespace, "delete", "job", "loadgen", "--ignore-not-found", "--wait")
-	kubectl(t, "-n", meshedNamespace, "create", "job", "loadgen", "--image=ghcr.io/trellis-mesh/sample-loadgen:v0.1.0", "--",
-		"/usr/local/bin/loadgen", "--url=http://temperature-api:8080/temperature?city=Oslo&unit=F", "--rate=100", "--duration=10s")
-	if out, err := kubectlErr("-n", meshedNamespace, "wait", "job/loadgen", "--for=condition=Complete", "--timeout=120s"); err != nil {
-		t.Log(kubectlErr("-n", meshedNamespace, "logs", "job/loadgen", "--all-containers"))
-		t.Fatalf("the load generator did not complete: %v %s", err, out)
-	}
-	res := loadgenSucceeded(t, kubectl(t, "-n", meshedNamespace, "logs", "job/loadgen"))
+	res := loadgenSucceeded(t, runLoadgenJob(t, meshedNamespace, "loadgen", "http://temperature-api:8080/temperature?city=Oslo&unit=F", "100", "10s"))
 	v1, v2 := res.ByConverter["v1"], res.ByConverter["v2"]
 	share := float64(v1) / float64(v1+v2)
 	t.Logf("%d requests: v1 answered %d, v2 %d (v1 share %.3f)", res.Total, v1, v2, share)
