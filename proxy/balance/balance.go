@@ -81,6 +81,11 @@ type Options struct {
 	BackoffMin, BackoffMax time.Duration
 	// Now is the clock; time.Now when nil. Done's start must come from it.
 	Now func() time.Time
+	// OnEject, when set, is told of each ejection: the endpoint, its
+	// ejections in a row (this one included) and how long it is out. It is
+	// called with the balancer's update lock held, from the request whose
+	// failure ejected the endpoint: keep it short.
+	OnEject func(ep *controlplanev1.Endpoint, ejections int, d time.Duration)
 	// Rand returns uniformly random bits and must be safe for concurrent
 	// use. When nil, math/rand/v2's top-level generator: it keeps its state
 	// per thread, so parallel Picks do not fight over one generator's cache
@@ -102,6 +107,7 @@ type Balancer struct {
 	backoffMax time.Duration
 	now        func() time.Time
 	rand       func() uint64
+	onEject    func(ep *controlplanev1.Endpoint, ejections int, d time.Duration)
 	epoch      time.Time // times are kept as nanoseconds since
 
 	set     atomic.Pointer[[]*Handle]
@@ -119,6 +125,7 @@ func New(o Options) *Balancer {
 		backoffMax: o.BackoffMax,
 		now:        o.Now,
 		rand:       o.Rand,
+		onEject:    o.OnEject,
 	}
 	if o.Decay <= 0 {
 		o.Decay = 10 * time.Second
@@ -289,16 +296,21 @@ func (b *Balancer) eject(s *state, now int64, o *Outlier) {
 	}
 	set := *b.set.Load()
 	ejected := 0
+	var ep *controlplanev1.Endpoint
 	for _, h := range set {
 		if now < h.s.ejectedUntil.Load() {
 			ejected++
+		}
+		if h.s == s {
+			ep = h.ep
 		}
 	}
 	if (ejected+1)*100 > len(set)*o.MaxEjectionPercent {
 		return
 	}
 	n := s.ejections.Add(1)
-	until := now + int64(o.BaseEjection)*int64(n)
+	d := o.BaseEjection * time.Duration(n)
+	until := now + int64(d)
 	s.consecutive.Store(0)
 	s.ejectedUntil.Store(until)
 	s.mu.Lock()
@@ -306,6 +318,9 @@ func (b *Balancer) eject(s *state, now int64, o *Outlier) {
 		s.retryAt.Store(until)
 	}
 	s.mu.Unlock()
+	if b.onEject != nil && ep != nil {
+		b.onEject(ep, int(n), d)
+	}
 }
 
 // Ejected is how many endpoints are ejected now.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -618,7 +619,10 @@ func TestAlgorithmString(t *testing.T) {
 // of endpoints allowed; an answer after it returns resets it.
 func TestOutlierEjection(t *testing.T) {
 	clk := newClock()
-	b := New(Options{Now: clk.Now, Rand: seeded()})
+	var told []string // the ejections OnEject was told of
+	b := New(Options{Now: clk.Now, Rand: seeded(), OnEject: func(ep *controlplanev1.Endpoint, n int, d time.Duration) {
+		told = append(told, fmt.Sprintf("%s #%d %s", ep.GetAddress(), n, d))
+	}})
 	b.Update([]*controlplanev1.Endpoint{{Address: "10.0.0.1:80"}, {Address: "10.0.0.2:80"}, {Address: "10.0.0.3:80"}, {Address: "10.0.0.4:80"}})
 	b.SetOutlier(&Outlier{ConsecutiveErrors: 3, BaseEjection: 10 * time.Second, MaxEjectionPercent: 50})
 	failing := map[string]bool{"10.0.0.1:80": true, "10.0.0.2:80": true, "10.0.0.3:80": true}
@@ -643,6 +647,9 @@ func TestOutlierEjection(t *testing.T) {
 	if n := b.Ejected(); n != 2 {
 		t.Fatalf("%d endpoints ejected, want 2: half of 4, though 3 fail", n)
 	}
+	if len(told) != 2 || !strings.HasSuffix(told[0], " #1 10s") || !strings.HasSuffix(told[1], " #1 10s") || strings.Contains(strings.Join(told, ""), "10.0.0.4") {
+		t.Errorf("OnEject told of %q, want two failing endpoints' first 10s ejections", told)
+	}
 	// While two are out, the healthy one and the third failing one share
 	// the traffic.
 	got := run(100)
@@ -656,9 +663,13 @@ func TestOutlierEjection(t *testing.T) {
 	}
 	// Failing again, those ejected before go out for twice as long (their
 	// second ejection in a row); one ejected for the first time, 10s.
+	told = nil
 	run(200)
 	if n := b.Ejected(); n != 2 {
 		t.Errorf("%d ejected again, want 2", n)
+	}
+	if len(told) != 2 {
+		t.Errorf("OnEject told of %q, want the two ejections", told)
 	}
 	clk.Advance(11 * time.Second)
 	if n := b.Ejected(); n < 1 {

@@ -148,6 +148,7 @@ func outboundProxyWith(t testing.TB, resp *controlplanev1.OutboundResponse, o Op
 	t.Helper()
 	p := New(o)
 	e := newOutEntry(nil, resp)
+	e.ejected = p.endpointEjected
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
@@ -206,7 +207,8 @@ func TestOutlierDetectionFromPolicy(t *testing.T) {
 			},
 		}},
 	}
-	addr := outboundProxy(t, resp)
+	metrics := NewMetrics(prometheus.NewRegistry())
+	addr := outboundProxyWith(t, resp, Options{Log: quiet, Metrics: metrics})
 	c := &http.Client{Timeout: 5 * time.Second}
 	for range 50 {
 		got, err := c.Get("http://" + addr + "/")
@@ -217,6 +219,9 @@ func TestOutlierDetectionFromPolicy(t *testing.T) {
 	}
 	if badCount.Load() > 2 || goodCount.Load() < 48 {
 		t.Errorf("the failing endpoint got %d requests and the healthy one %d: want the failing one ejected after 2", badCount.Load(), goodCount.Load())
+	}
+	if n := testutil.ToFloat64(metrics.ejections.WithLabelValues("shop/web:80")); n != 1 {
+		t.Errorf("trellis_proxy_outlier_ejections_total = %v, want 1", n)
 	}
 }
 

@@ -32,6 +32,7 @@ type Metrics struct {
 	retries   *prometheus.CounterVec
 	denials   *prometheus.CounterVec
 	overflows *prometheus.CounterVec
+	ejections *prometheus.CounterVec
 
 	local    sync.Map // outbound responses the proxy made itself, by destination and status → *httpChildren
 	in       sync.Map // inbound, by peer → *httpChildren
@@ -81,8 +82,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "trellis_proxy_overflow_total",
 		Help: "Requests answered 503 (limit requests) and connections closed (limit connections) because a destination's TrafficPolicy connection limits were reached, by destination Service.",
 	}, []string{"dst_service", "limit"})
+	m.ejections = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trellis_proxy_outlier_ejections_total",
+		Help: "Endpoints ejected by outlier detection (a backend's TrafficPolicy: that many failures in a row), by destination Service (<namespace>/<name>:<port>).",
+	}, []string{"dst_service"})
 	if reg != nil {
-		reg.MustRegister(m.requests, m.latency, m.protocols, m.tcp, m.refusals, m.handshake, m.retries, m.denials, m.overflows)
+		reg.MustRegister(m.requests, m.latency, m.protocols, m.tcp, m.refusals, m.handshake, m.retries, m.denials, m.overflows, m.ejections)
 	}
 	m.byProto = map[string][3]prometheus.Counter{}
 	for _, dir := range []string{outboundDir, inboundDir} {

@@ -32,6 +32,9 @@ type outEntry struct {
 	balancers map[string]*balance.Balancer
 	limits    map[string]*limits
 	budget    *retryBudget
+	// ejected, when set, is told of each endpoint a backend's outlier
+	// detection ejects.
+	ejected func(service string, ep *controlplanev1.Endpoint, ejections int, d time.Duration)
 }
 
 // outState is one answer of discovery, compiled.
@@ -70,6 +73,7 @@ func (p *Proxy) outEntry(ctx context.Context, dest string) (*outEntry, error) {
 		p.outMu.Lock()
 		if e = p.out[dest]; e == nil {
 			e = newOutEntry(d, nil)
+			e.ejected = p.endpointEjected
 			p.out[dest] = e
 		}
 		p.outMu.Unlock()
@@ -80,6 +84,13 @@ func (p *Proxy) outEntry(ctx context.Context, dest string) (*outEntry, error) {
 
 func newOutEntry(d *destinations.Destination, static *controlplanev1.OutboundResponse) *outEntry {
 	return &outEntry{dest: d, static: static, balancers: map[string]*balance.Balancer{}, limits: map[string]*limits{}, budget: newRetryBudget()}
+}
+
+// endpointEjected counts and logs an ejection by outlier detection.
+func (p *Proxy) endpointEjected(service string, ep *controlplanev1.Endpoint, n int, d time.Duration) {
+	p.m.ejections.WithLabelValues(service).Inc()
+	p.log.Warn("endpoint ejected: it failed too many requests in a row (TrafficPolicy outlierDetection)",
+		"service", service, "endpoint", ep.GetAddress(), "identity", ep.GetIdentity(), "ejectionsInARow", n, "for", d.String())
 }
 
 // sweep forgets the destinations not used since before.
@@ -134,7 +145,12 @@ func (e *outEntry) compile(resp *controlplanev1.OutboundResponse) *outState {
 		used[key] = true
 		lb := e.balancers[key]
 		if lb == nil {
-			lb = balance.New(balance.Options{Algorithm: balance.AlgorithmFrom(b.GetPolicy().GetLoadBalancer())})
+			opts := balance.Options{Algorithm: balance.AlgorithmFrom(b.GetPolicy().GetLoadBalancer())}
+			if e.ejected != nil {
+				svc := serviceName(b.GetService())
+				opts.OnEject = func(ep *controlplanev1.Endpoint, n int, d time.Duration) { e.ejected(svc, ep, n, d) }
+			}
+			lb = balance.New(opts)
 			e.balancers[key] = lb
 		}
 		lb.Update(b.GetEndpoints())

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-mesh/trellis/test/sampleapp/loadgen"
 	"github.com/trellis-mesh/trellis/test/testenv"
 )
 
@@ -143,22 +144,16 @@ func TestInvalidMeshRefusedByTheOperatorsWebhook(t *testing.T) {
 }
 
 // loadgenResult is what the sample app's load generator prints.
-type loadgenResult struct {
-	Total        int            `json:"total"`
-	Successes    int            `json:"successes"`
-	SuccessRate  float64        `json:"success_rate"`
-	ByConverter  map[string]int `json:"by_converter"`
-	ByStatusCode map[string]int `json:"by_status_code"`
-}
+type loadgenResult = loadgen.Result
 
 // runLoadgenJob runs the load generator as a Job named name in namespace,
-// calling url at rate for duration (meshed when the namespace is), and
-// returns its logs once it completes.
-func runLoadgenJob(t *testing.T, namespace, name, url, rate, duration string) string {
+// calling url at rate for duration (meshed when the namespace is) with its
+// further flags, and returns its logs once it completes.
+func runLoadgenJob(t *testing.T, namespace, name, url, rate, duration string, flags ...string) string {
 	t.Helper()
 	kubectl(t, "-n", namespace, "delete", "job", name, "--ignore-not-found", "--wait")
-	kubectl(t, "-n", namespace, "create", "job", name, "--image=ghcr.io/trellis-mesh/sample-loadgen:v0.1.0", "--",
-		"/usr/local/bin/loadgen", "--url="+url, "--rate="+rate, "--duration="+duration)
+	kubectl(t, append([]string{"-n", namespace, "create", "job", name, "--image=ghcr.io/trellis-mesh/sample-loadgen:v0.1.0", "--",
+		"/usr/local/bin/loadgen", "--url=" + url, "--rate=" + rate, "--duration=" + duration}, flags...)...)
 	if out, err := kubectlErr("-n", namespace, "wait", "job/"+name, "--for=condition=Complete", "--timeout=120s"); err != nil {
 		t.Log(kubectlErr("-n", namespace, "describe", "job/"+name))
 		t.Log(kubectlErr("-n", namespace, "logs", "job/"+name, "--all-containers"))

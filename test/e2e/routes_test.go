@@ -9,7 +9,8 @@ import (
 	"testing"
 )
 
-// installGatewayAPI installs the Gateway API's standard CRDs, from the
+// installGatewayAPI installs the Gateway API's route CRDs of the
+// experimental channel (HTTPRoute's retry field is experimental), from the
 // module this project builds against, so that the control plane serves and
 // writes the status of GAMMA routes. Run before the Mesh exists: the
 // control plane looks for the route kinds when it starts.
@@ -18,7 +19,7 @@ func installGatewayAPI() error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard")
+	dir := filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "experimental")
 	var args []string
 	for _, kind := range []string{"httproutes", "grpcroutes", "referencegrants"} {
 		args = append(args, "-f", filepath.Join(dir, "gateway.networking.k8s.io_"+kind+".yaml"))

@@ -158,13 +158,13 @@ func fails(n uint64, percent int) bool {
 	return (n+1)*p/100 > n*p/100
 }
 
-// NewGRPCServer returns a gRPC server with the Converter, the standard health
-// service (grpc.health.v1, SERVING for "" and for the Converter) and server
-// reflection registered. Call the returned health server's Shutdown before
-// stopping, so that probes see NOT_SERVING while requests drain.
-func NewGRPCServer(cfg Config, opts ...grpc.ServerOption) (*grpc.Server, *health.Server) {
+// NewGRPCServer returns a gRPC server with the Converter s, the standard
+// health service (grpc.health.v1, SERVING for "" and for the Converter) and
+// server reflection registered. Call the returned health server's Shutdown
+// before stopping, so that probes see NOT_SERVING while requests drain.
+func NewGRPCServer(s *Server, opts ...grpc.ServerOption) (*grpc.Server, *health.Server) {
 	srv := grpc.NewServer(opts...)
-	converterv1.RegisterConverterServer(srv, NewServer(cfg))
+	converterv1.RegisterConverterServer(srv, s)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(converterv1.Converter_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)

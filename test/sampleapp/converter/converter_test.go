@@ -31,7 +31,7 @@ func serve(t *testing.T, cfg Config) (converterv1.ConverterClient, *grpc.ClientC
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, _ := NewGRPCServer(cfg)
+	srv, _ := NewGRPCServer(NewServer(cfg))
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))

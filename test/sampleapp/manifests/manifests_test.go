@@ -217,31 +217,35 @@ func TestDeployments(t *testing.T) {
 	}
 }
 
+// converterPorts are the converter Services' ports: gRPC, and the same
+// conversion over HTTP for the HTTPRoute demonstrations.
+var converterPorts = []corev1.ServicePort{servicePort("grpc", 9090, ptr("grpc")), servicePort("http", 8080, ptr("http"))}
+
 func TestServices(t *testing.T) {
 	cases := map[string]struct {
 		selector map[string]string
-		port     corev1.ServicePort
+		ports    []corev1.ServicePort
 		// selects are the Deployments whose pods the Service must select.
 		selects []string
 	}{
 		TemperatureAPI: {
 			selector: map[string]string{"app": "temperature-api"},
-			port:     servicePort("http", 8080, nil),
+			ports:    []corev1.ServicePort{servicePort("http", 8080, nil)},
 			selects:  []string{TemperatureAPI},
 		},
 		Converter: {
 			selector: map[string]string{"app": "converter"},
-			port:     servicePort("grpc", 9090, ptr("grpc")),
+			ports:    converterPorts,
 			selects:  []string{ConverterV1, ConverterV2},
 		},
 		ConverterV1: {
 			selector: map[string]string{"app": "converter", "version": "v1"},
-			port:     servicePort("grpc", 9090, ptr("grpc")),
+			ports:    converterPorts,
 			selects:  []string{ConverterV1},
 		},
 		ConverterV2: {
 			selector: map[string]string{"app": "converter", "version": "v2"},
-			port:     servicePort("grpc", 9090, ptr("grpc")),
+			ports:    converterPorts,
 			selects:  []string{ConverterV2},
 		},
 	}
@@ -261,8 +265,8 @@ func TestServices(t *testing.T) {
 			if !labels.Equals(s.Spec.Selector, tc.selector) {
 				t.Errorf("selector %v; want %v", s.Spec.Selector, tc.selector)
 			}
-			if len(s.Spec.Ports) != 1 || !equalPorts(s.Spec.Ports[0], tc.port) {
-				t.Errorf("ports %+v; want %+v", s.Spec.Ports, tc.port)
+			if !slices.EqualFunc(s.Spec.Ports, tc.ports, equalPorts) {
+				t.Errorf("ports %+v; want %+v", s.Spec.Ports, tc.ports)
 			}
 			sel := labels.SelectorFromSet(s.Spec.Selector)
 			for dname, d := range objs.deployments {

@@ -49,7 +49,7 @@ func startConverter(t *testing.T, cfg converter.Config) (string, *recorder) {
 		t.Fatal(err)
 	}
 	rec := &recorder{}
-	srv, _ := converter.NewGRPCServer(cfg, grpc.UnaryInterceptor(rec.intercept))
+	srv, _ := converter.NewGRPCServer(converter.NewServer(cfg), grpc.UnaryInterceptor(rec.intercept))
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 	return lis.Addr().String(), rec
