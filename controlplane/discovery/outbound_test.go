@@ -219,7 +219,7 @@ func TestHTTPRouteWeights(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web-v2"},
 		Spec: meshv1.TrafficPolicySpec{
 			TargetRefs:       []meshv1.LocalPolicyTargetReference{{Kind: "Service", Name: "web-v2"}},
-			ConnectionLimits: &meshv1.ConnectionLimits{MaxRequestsPerConnection: ptr.To[int32](50)},
+			ConnectionLimits: &meshv1.ConnectionLimits{MaxConnections: ptr.To[int32](50)},
 			OutlierDetection: &meshv1.OutlierDetection{ConsecutiveErrors: ptr.To[int32](3)},
 			RetryBudget:      &meshv1.RetryBudget{MinRetriesPerSecond: ptr.To[int32](1)},
 		},
@@ -250,7 +250,7 @@ func TestHTTPRouteWeights(t *testing.T) {
 			{Service: v2, Endpoints: []*controlplanev1.Endpoint{{Address: "10.11.0.2:8080", Pod: "v2"}}, Policy: &controlplanev1.TrafficPolicy{
 				LoadBalancer:             controlplanev1.LoadBalancer_LOAD_BALANCER_LEAST_REQUEST,
 				ConnectTimeout:           durationProto(10 * time.Second),
-				MaxRequestsPerConnection: 50,
+				MaxConnections:           50,
 				ConsecutiveErrors:        3,
 				BaseEjectionTime:         durationProto(30 * time.Second),
 				OutlierInterval:          durationProto(10 * time.Second),

@@ -82,7 +82,6 @@ func compileTrafficPolicy(s *meshv1.TrafficPolicySpec) *controlplanev1.TrafficPo
 	if l := s.ConnectionLimits; l != nil {
 		out.MaxConnections = positive(l.MaxConnections, 0)
 		out.MaxPendingRequests = positive(l.MaxPendingRequests, 0)
-		out.MaxRequestsPerConnection = positive(l.MaxRequestsPerConnection, 0)
 	}
 	if o := s.OutlierDetection; o != nil {
 		out.ConsecutiveErrors = positive(o.ConsecutiveErrors, 5)

@@ -87,10 +87,6 @@ func TestTrafficPolicyRefused(t *testing.T) {
 			`{targetRefs: [{name: converter}], connectionLimits: {maxPendingRequests: 0}}`,
 			[]string{"spec.connectionLimits.maxPendingRequests"},
 		},
-		"zero requests per connection": {
-			`{targetRefs: [{name: converter}], connectionLimits: {maxRequestsPerConnection: 0}}`,
-			[]string{"spec.connectionLimits.maxRequestsPerConnection"},
-		},
 		"zero consecutive errors": {
 			`{targetRefs: [{name: converter}], outlierDetection: {consecutiveErrors: 0}}`,
 			[]string{"spec.outlierDetection.consecutiveErrors", "greater than or equal to 1"},
@@ -180,7 +176,7 @@ targetRefs: [{name: temperature-api}]
 loadBalancer: Random
 connectTimeout: 1ms
 requestTimeout: 24h
-connectionLimits: {maxConnections: 1, maxPendingRequests: 2147483647, maxRequestsPerConnection: 1}
+connectionLimits: {maxConnections: 1, maxPendingRequests: 2147483647}
 outlierDetection: {consecutiveErrors: 1000, interval: 100ms, baseEjectionTime: 1h, maxEjectionPercent: 0}
 retryBudget: {percent: 0, minRetriesPerSecond: 0}
 `,
@@ -189,7 +185,7 @@ targetRefs: [{group: "", kind: Service, name: temperature-api}]
 loadBalancer: Random
 connectTimeout: 1ms
 requestTimeout: 24h
-connectionLimits: {maxConnections: 1, maxPendingRequests: 2147483647, maxRequestsPerConnection: 1}
+connectionLimits: {maxConnections: 1, maxPendingRequests: 2147483647}
 outlierDetection: {consecutiveErrors: 1000, interval: 100ms, baseEjectionTime: 1h, maxEjectionPercent: 0}
 retryBudget: {percent: 0, minRetriesPerSecond: 0}
 `,

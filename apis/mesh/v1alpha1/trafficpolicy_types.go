@@ -159,25 +159,20 @@ const (
 // ConnectionLimits bound what each client pod has open or queued to a
 // Service, across all of its endpoints. Each unset limit is no limit.
 type ConnectionLimits struct {
-	// maxConnections is the most TCP connections a client opens to the
-	// Service's endpoints together.
+	// maxConnections is the most opaque TCP connections a client has open
+	// to the Service's endpoints together; one more is closed at once.
+	// (HTTP and gRPC requests share the proxies' connections: bound them
+	// with maxPendingRequests.)
 	// +kubebuilder:validation:Minimum=1
 	// +optional
 	MaxConnections *int32 `json:"maxConnections,omitempty"`
 
-	// maxPendingRequests is the most requests a client holds waiting for a
-	// connection or an HTTP/2 stream to the Service; the next one fails at
-	// once.
+	// maxPendingRequests is the most HTTP and gRPC requests a client has in
+	// flight to the Service's endpoints together; one more is answered 503
+	// (gRPC UNAVAILABLE) at once.
 	// +kubebuilder:validation:Minimum=1
 	// +optional
 	MaxPendingRequests *int32 `json:"maxPendingRequests,omitempty"`
-
-	// maxRequestsPerConnection is how many requests a client sends on one
-	// connection before it closes it and opens another, which spreads load
-	// onto endpoints that started later. 1 turns off keep-alive.
-	// +kubebuilder:validation:Minimum=1
-	// +optional
-	MaxRequestsPerConnection *int32 `json:"maxRequestsPerConnection,omitempty"`
 }
 
 // OutlierDetection ejects failing endpoints from a client's load balancing.

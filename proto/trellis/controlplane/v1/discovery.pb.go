@@ -1330,9 +1330,6 @@ type TrafficPolicy struct {
 	// retry_budget_percent bounds retries to this share of the requests of
 	// the last 10 seconds, plus retry_budget_min_per_second.
 	RetryBudgetPercent uint32 `protobuf:"varint,9,opt,name=retry_budget_percent,json=retryBudgetPercent,proto3" json:"retry_budget_percent,omitempty"`
-	// max_requests_per_connection closes a connection after that many
-	// requests; 0: no bound.
-	MaxRequestsPerConnection uint32 `protobuf:"varint,10,opt,name=max_requests_per_connection,json=maxRequestsPerConnection,proto3" json:"max_requests_per_connection,omitempty"`
 	// outlier_interval is how often ejections are reviewed: an ejected
 	// endpoint returns at the first review after its ejection time.
 	OutlierInterval         *durationpb.Duration `protobuf:"bytes,11,opt,name=outlier_interval,json=outlierInterval,proto3" json:"outlier_interval,omitempty"`
@@ -1430,13 +1427,6 @@ func (x *TrafficPolicy) GetMaxEjectionPercent() uint32 {
 func (x *TrafficPolicy) GetRetryBudgetPercent() uint32 {
 	if x != nil {
 		return x.RetryBudgetPercent
-	}
-	return 0
-}
-
-func (x *TrafficPolicy) GetMaxRequestsPerConnection() uint32 {
-	if x != nil {
-		return x.MaxRequestsPerConnection
 	}
 	return 0
 }
@@ -1882,7 +1872,7 @@ const file_trellis_controlplane_v1_discovery_proto_rawDesc = "" +
 	"\x05Retry\x12\x1a\n" +
 	"\battempts\x18\x01 \x01(\rR\battempts\x12\x14\n" +
 	"\x05codes\x18\x02 \x03(\rR\x05codes\x123\n" +
-	"\abackoff\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\abackoff\"\xdd\x05\n" +
+	"\abackoff\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\abackoff\"\xc1\x05\n" +
 	"\rTrafficPolicy\x12J\n" +
 	"\rload_balancer\x18\x01 \x01(\x0e2%.trellis.controlplane.v1.LoadBalancerR\floadBalancer\x12B\n" +
 	"\x0fconnect_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0econnectTimeout\x12B\n" +
@@ -1892,11 +1882,10 @@ const file_trellis_controlplane_v1_discovery_proto_rawDesc = "" +
 	"\x12consecutive_errors\x18\x06 \x01(\rR\x11consecutiveErrors\x12G\n" +
 	"\x12base_ejection_time\x18\a \x01(\v2\x19.google.protobuf.DurationR\x10baseEjectionTime\x120\n" +
 	"\x14max_ejection_percent\x18\b \x01(\rR\x12maxEjectionPercent\x120\n" +
-	"\x14retry_budget_percent\x18\t \x01(\rR\x12retryBudgetPercent\x12=\n" +
-	"\x1bmax_requests_per_connection\x18\n" +
-	" \x01(\rR\x18maxRequestsPerConnection\x12D\n" +
+	"\x14retry_budget_percent\x18\t \x01(\rR\x12retryBudgetPercent\x12D\n" +
 	"\x10outlier_interval\x18\v \x01(\v2\x19.google.protobuf.DurationR\x0foutlierInterval\x12<\n" +
-	"\x1bretry_budget_min_per_second\x18\f \x01(\rR\x17retryBudgetMinPerSecond\"@\n" +
+	"\x1bretry_budget_min_per_second\x18\f \x01(\rR\x17retryBudgetMinPerSecondJ\x04\b\n" +
+	"\x10\vR\x1bmax_requests_per_connection\"@\n" +
 	"\x0eInboundRequest\x12\x10\n" +
 	"\x03pod\x18\x01 \x01(\tR\x03pod\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\"\xdb\x01\n" +
