@@ -69,7 +69,7 @@ verify-generated: manifests generate ## Fail when committed generated files are 
 
 .PHONY: verify-kustomize
 verify-kustomize: kustomize ## Check that every kustomization under config/ builds.
-	@for k in config/default config/without-cert-manager config/crd config/rbac config/samples; do \
+	@for k in config/default config/without-cert-manager config/crd config/rbac config/samples config/prometheus; do \
 		$(KUSTOMIZE) build $$k > /dev/null || { echo "kustomize build $$k failed" >&2; exit 1; }; \
 	done
 	@echo "kustomizations build"
@@ -78,6 +78,20 @@ verify-kustomize: kustomize ## Check that every kustomization under config/ buil
 
 .PHONY: test
 test: verify-generated verify-proto verify-kustomize vet lint test-go bench-operator bench-injector bench-controlplane bench-proxy-short test-e2e ## Everything CI runs (as root).
+
+# The conformance run's archive is the images' plus the echo image, under
+# its own name: `make images` stays as it is, and neither run rebuilds the
+# other's archive. Make builds the prerequisites in order: the echo binaries
+# before the images that take them.
+CONFORMANCE_REPORT ?= $(CURDIR)/_output/conformance/mesh-report.yaml
+CONFORMANCE_FLAGS ?=
+export CONFORMANCE_REPORT CONFORMANCE_FLAGS
+
+.PHONY: conformance
+conformance: IMAGES_ARCHIVE = $(CACHE)/images/trellis-$(VERSION)-conformance.tar
+conformance: IMAGE_SPECS += $(ECHO_IMAGE_SPEC)
+conformance: cluster-deps echo-binaries images kustomize ## Gateway API conformance for meshes (MESH-HTTP, MESH-GRPC) on the local cluster: up, suite, down; report in _output/conformance/ (root).
+	IMAGES_ARCHIVE=$(IMAGES_ARCHIVE) hack/conformance.sh
 
 .PHONY: envtest-assets
 envtest-assets: ## Build (or reuse) kube-apiserver, etcd and kubectl for the integration tests.
@@ -131,6 +145,16 @@ IMAGES_ARCHIVE ?= $(CACHE)/images/trellis-$(VERSION).tar
 COREDNS_VERSION ?= v1.15.0
 export COREDNS_VERSION
 
+# The Gateway API conformance suite's echo image: the tag its module's
+# mesh/manifests.yaml names (pulled by nobody: the cluster reaches no
+# registry), built from Istio's echo app at ISTIO_ECHO_VERSION, with the
+# user of Istio's own echo image.
+ECHO_IMAGE ?= registry.k8s.io/gateway-api/echo-advanced:v1.5.1
+ISTIO_ECHO_VERSION ?= v0.0.0-20260827124520-eed52ebb66ad
+ECHO_DIR = $(CACHE)/istio-echo/$(ISTIO_ECHO_VERSION)
+ECHO_IMAGE_SPEC = --image 'ref=$(ECHO_IMAGE),entrypoint=/usr/local/bin/server,user=1338,file=$(ECHO_DIR)/server:/usr/local/bin/server,file=$(ECHO_DIR)/client:/usr/local/bin/client,file=$(ECHO_DIR)/cert.crt:/cert.crt,file=$(ECHO_DIR)/cert.key:/cert.key'
+export ISTIO_ECHO_VERSION
+
 .PHONY: cluster-deps
 cluster-deps: ## Install containerd, runc, the CNI plugins and iptables from Debian when missing.
 	@hack/cluster-deps.sh
@@ -139,16 +163,25 @@ cluster-deps: ## Install containerd, runc, the CNI plugins and iptables from Deb
 cluster-binaries: ## Build (or reuse) every Kubernetes binary the local cluster runs, and CoreDNS.
 	@hack/build-k8s.sh $(CLUSTER_BINARIES) > /dev/null
 
+.PHONY: echo-binaries
+echo-binaries: ## Build (or reuse) Istio's echo server and client, which the conformance suite's echo image runs.
+	@hack/build-echo.sh > /dev/null
+
+# The images of the archive, one cmd/imagebuild --image each; `make
+# conformance` adds the echo image to them.
+IMAGE_SPECS = \
+	--image 'ref=registry.k8s.io/pause:3.10,entrypoint=/pause,user=65535,go=./cmd/pause:/pause' \
+	--image 'ref=$(IMAGE):$(VERSION),entrypoint=/usr/local/bin/manager,user=65532,go=.:/usr/local/bin/manager,go=./cmd/controlplane:/usr/local/bin/controlplane,go=./cmd/proxy:/usr/local/bin/proxy' \
+	--image 'ref=trellis.local/coredns:$(COREDNS_VERSION),entrypoint=/coredns,user=65532,file=$(CACHE)/coredns/$(COREDNS_VERSION)/coredns:/coredns' \
+	--image 'ref=ghcr.io/trellis-mesh/sample-temperature-api:$(VERSION),entrypoint=/usr/local/bin/temperature-api,user=65532,go=./test/sampleapp/cmd/temperature-api:/usr/local/bin/temperature-api' \
+	--image 'ref=ghcr.io/trellis-mesh/sample-converter:$(VERSION),entrypoint=/usr/local/bin/converter,user=65532,go=./test/sampleapp/cmd/converter:/usr/local/bin/converter' \
+	--image 'ref=ghcr.io/trellis-mesh/sample-loadgen:$(VERSION),entrypoint=/usr/local/bin/loadgen,user=65532,go=./test/sampleapp/cmd/loadgen:/usr/local/bin/loadgen'
+
 .PHONY: images
 images: cluster-binaries ## Build every image (no Docker) into one OCI archive under ~/.cache/trellis/images.
 	@mkdir -p $(dir $(IMAGES_ARCHIVE))
 	go run ./cmd/imagebuild --out $(IMAGES_ARCHIVE) --ldflags "-X github.com/trellis-mesh/trellis/version.Version=$(VERSION) -X github.com/trellis-mesh/trellis/version.Image=$(IMAGE)" \
-		--image 'ref=registry.k8s.io/pause:3.10,entrypoint=/pause,user=65535,go=./cmd/pause:/pause' \
-		--image 'ref=$(IMAGE):$(VERSION),entrypoint=/usr/local/bin/manager,user=65532,go=.:/usr/local/bin/manager,go=./cmd/controlplane:/usr/local/bin/controlplane,go=./cmd/proxy:/usr/local/bin/proxy' \
-		--image 'ref=trellis.local/coredns:$(COREDNS_VERSION),entrypoint=/coredns,user=65532,file=$(CACHE)/coredns/$(COREDNS_VERSION)/coredns:/coredns' \
-		--image 'ref=ghcr.io/trellis-mesh/sample-temperature-api:$(VERSION),entrypoint=/usr/local/bin/temperature-api,user=65532,go=./test/sampleapp/cmd/temperature-api:/usr/local/bin/temperature-api' \
-		--image 'ref=ghcr.io/trellis-mesh/sample-converter:$(VERSION),entrypoint=/usr/local/bin/converter,user=65532,go=./test/sampleapp/cmd/converter:/usr/local/bin/converter' \
-		--image 'ref=ghcr.io/trellis-mesh/sample-loadgen:$(VERSION),entrypoint=/usr/local/bin/loadgen,user=65532,go=./test/sampleapp/cmd/loadgen:/usr/local/bin/loadgen'
+		$(IMAGE_SPECS)
 
 .PHONY: cluster-up
 cluster-up: cluster-deps images ## Bring the local single-node cluster up (root), with every image loaded.
