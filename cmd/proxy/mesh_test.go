@@ -290,6 +290,18 @@ func TestMeshBetweenPods(t *testing.T) {
 			t.Errorf("%s = %v, want at least the HTTP/1.1 and HTTP/2 requests", series, n)
 		}
 	})
+	t.Run("a pod calling its own Service reaches itself through its inbound proxy", func(t *testing.T) {
+		// The server is web's only endpoint: its outbound proxy dials its
+		// own address, which its output chain sends to its inbound proxy.
+		code, body, h, err := get(server.http1(true), "http://"+web+"/self")
+		if err != nil || code != 200 || body != "server HTTP/1.1 /self" {
+			t.Fatalf("GET /self from the server: %d %q %v %v; want 200 from its own app", code, body, h, err)
+		}
+		series := `trellis_proxy_http_responses_total{direction="inbound",dst_service="",dst_workload="shop/server",src_workload="shop/server",status_class="2xx"}`
+		if n := server.metric(t, series); n < 1 {
+			t.Errorf("%s = %v, want the call in mutual TLS from its own identity", series, n)
+		}
+	})
 	t.Run("destinations without a sidecar, or outside the cluster", func(t *testing.T) {
 		// A pod without a proxy: plain HTTP from the client's proxy.
 		code, body, _, err := get(client.http1(false), "http://"+outsider.ip+":8080/plain")

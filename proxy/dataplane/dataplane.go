@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
 	"github.com/trellis-mesh/trellis/proxy/destinations"
 	"github.com/trellis-mesh/trellis/proxy/identity"
+	netredirect "github.com/trellis-mesh/trellis/proxy/redirect"
 	"github.com/trellis-mesh/trellis/proxy/tracing"
 )
 
@@ -92,8 +94,10 @@ type Proxy struct {
 
 	// Transports.
 	meshT    *http.Transport // to peer proxies: HTTP/2 in mutual TLS
-	plainH1  *http.Transport // to unmeshed endpoints and to the app, HTTP/1
-	plainH2C *http.Transport // to unmeshed endpoints and to the app, HTTP/2 without TLS
+	plainH1  *http.Transport // to unmeshed endpoints, HTTP/1
+	plainH2C *http.Transport // to unmeshed endpoints, HTTP/2 without TLS
+	appH1    *http.Transport // to the app (inbound), HTTP/1
+	appH2C   *http.Transport // to the app (inbound), HTTP/2 without TLS
 
 	serverTLS *tls.Config
 	authz     *authorizer
@@ -138,19 +142,24 @@ func New(o Options) *Proxy {
 	// HTTP/2 connections are pinged when idle, so that a peer that vanished
 	// is noticed before a request waits on it.
 	pings := &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 10 * time.Second}
-	p.plainH1 = &http.Transport{
-		DialContext:         p.dialPlain,
-		MaxIdleConnsPerHost: 256,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
+	plain := func(dial func(context.Context, string, string) (net.Conn, error)) (h1, h2c *http.Transport) {
+		h1 = &http.Transport{
+			DialContext:         dial,
+			MaxIdleConnsPerHost: 256,
+			IdleConnTimeout:     90 * time.Second,
+			DisableCompression:  true,
+		}
+		h2c = &http.Transport{
+			Protocols:          protocols(false, true),
+			DialContext:        dial,
+			IdleConnTimeout:    90 * time.Second,
+			DisableCompression: true,
+			HTTP2:              pings,
+		}
+		return h1, h2c
 	}
-	p.plainH2C = &http.Transport{
-		Protocols:          protocols(false, true),
-		DialContext:        p.dialPlain,
-		IdleConnTimeout:    90 * time.Second,
-		DisableCompression: true,
-		HTTP2:              pings,
-	}
+	p.plainH1, p.plainH2C = plain(p.dialPlain)
+	p.appH1, p.appH2C = plain(p.dialApp)
 	// To a peer proxy: the mesh's mutual TLS is made by the dialer, so the
 	// transport sees a plain connection and speaks HTTP/2 with prior
 	// knowledge over it.
@@ -192,6 +201,8 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	err := errors.Join(p.outHTTP.shutdown(ctx), p.inHTTP.shutdown(ctx))
 	p.plainH1.CloseIdleConnections()
 	p.plainH2C.CloseIdleConnections()
+	p.appH1.CloseIdleConnections()
+	p.appH2C.CloseIdleConnections()
 	p.meshT.CloseIdleConnections()
 	return err
 }
@@ -240,6 +251,21 @@ func (p *Proxy) dialPlain(ctx context.Context, network, addr string) (net.Conn, 
 	ctx, cancel := context.WithTimeout(ctx, p.connTimeout)
 	defer cancel()
 	return p.dialer.DialContext(ctx, network, addr)
+}
+
+// dialApp connects to the app, the inbound connection's original
+// destination: over IPv4 from redirect.InboundSource, which the pod's
+// output chain lets by. The pod's own calls to itself come back to the
+// inbound proxy that way (see redirect.NewPlan); a connection to the app
+// from the pod's address would be sent back round to it.
+func (p *Proxy) dialApp(ctx context.Context, network, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.connTimeout)
+	defer cancel()
+	d := p.dialer
+	if ap, err := netip.ParseAddrPort(addr); err == nil && ap.Addr().Unmap().Is4() {
+		d.LocalAddr = &net.TCPAddr{IP: netredirect.InboundSource.AsSlice()}
+	}
+	return d.DialContext(ctx, network, addr)
 }
 
 // dialMesh connects to a peer proxy at addr in mutual TLS with one ALPN

@@ -49,7 +49,7 @@ func (p *Proxy) Inbound(ctx context.Context, f *forward.Forwarder, c net.Conn, d
 		return
 	}
 	start := time.Now()
-	server, err := p.dialPlain(ctx, "tcp", dst.String())
+	server, err := p.dialApp(ctx, "tcp", dst.String())
 	if err != nil {
 		f.ConnectFailed(c, dst, err)
 		return
@@ -89,7 +89,7 @@ func (p *Proxy) inboundMesh(ctx context.Context, f *forward.Forwarder, c net.Con
 			forward.Reset(c)
 			return
 		}
-		server, err := p.dialPlain(ctx, "tcp", dst.String())
+		server, err := p.dialApp(ctx, "tcp", dst.String())
 		if err != nil {
 			f.ConnectFailed(tc, dst, err)
 			return
@@ -134,9 +134,9 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		p.endSpan(span, status, "trellis.direction", inboundDir, "http.request.method", r.Method, "url.path", r.URL.Path,
 			"trellis.source", workloadOf(ci.peer), "trellis.workload", p.workload, "server.port", itoa(uint32(ci.dst.Port())))
 	}()
-	var rt http.RoundTripper = p.plainH2C
+	var rt http.RoundTripper = p.appH2C
 	if orig == "HTTP/1.1" || orig == "HTTP/1.0" {
-		rt = p.plainH1
+		rt = p.appH1
 	}
 	resp, err := rt.RoundTrip(out)
 	if err != nil {

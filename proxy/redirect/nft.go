@@ -2,6 +2,7 @@ package redirect
 
 import (
 	"fmt"
+	"net/netip"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -44,34 +45,7 @@ func Apply(c *nftables.Conn, p Plan) error {
 // Exprs are the rule's nftables expressions in a table of family f, as nft
 // itself would write the rule (see String).
 func (r Rule) Exprs(f Family) []expr.Any {
-	var e []expr.Any
-	switch m := r.Match.(type) {
-	case AnyTCP:
-		e = tcp()
-	case InputInterface:
-		// The kernel compares the whole IFNAMSIZ buffer, NUL-padded.
-		name := make([]byte, unix.IFNAMSIZ)
-		copy(name, m.Name)
-		e = []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: name},
-		}
-	case SocketUID:
-		e = []expr.Any{
-			&expr.Meta{Key: expr.MetaKeySKUID, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(m.UID)},
-		}
-	case DestinationPort:
-		e = append(tcp(),
-			&expr.Payload{OperationType: expr.PayloadLoad, DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(m.Port)},
-		)
-	case DestinationNet:
-		e = daddr(f, m)
-	default:
-		panic(fmt.Sprintf("redirect: no expressions for match %T", r.Match))
-	}
-	e = append(e, &expr.Counter{})
+	e := append(matchExprs(f, r.Match), &expr.Counter{})
 	if r.RedirectTo == 0 {
 		return append(e, &expr.Verdict{Kind: expr.VerdictReturn})
 	}
@@ -81,6 +55,49 @@ func (r Rule) Exprs(f Family) []expr.Any {
 	)
 }
 
+func matchExprs(f Family, m Match) []expr.Any {
+	switch m := m.(type) {
+	case AnyTCP:
+		return tcp()
+	case InputInterface:
+		return ifname(expr.MetaKeyIIFNAME, m.Name)
+	case OutputInterface:
+		return ifname(expr.MetaKeyOIFNAME, m.Name)
+	case SocketUID:
+		return []expr.Any{
+			&expr.Meta{Key: expr.MetaKeySKUID, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(m.UID)},
+		}
+	case DestinationPort:
+		return append(tcp(),
+			&expr.Payload{OperationType: expr.PayloadLoad, DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(m.Port)},
+		)
+	case DestinationNet:
+		return addr(f, true, m.Prefix)
+	case SourceNet:
+		return addr(f, false, m.Prefix)
+	case All:
+		var e []expr.Any
+		for _, x := range m {
+			e = append(e, matchExprs(f, x)...)
+		}
+		return e
+	}
+	panic(fmt.Sprintf("redirect: no expressions for match %T", m))
+}
+
+// ifname compares an interface name; the kernel compares the whole
+// IFNAMSIZ buffer, NUL-padded.
+func ifname(key expr.MetaKey, n string) []expr.Any {
+	name := make([]byte, unix.IFNAMSIZ)
+	copy(name, n)
+	return []expr.Any{
+		&expr.Meta{Key: key, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: name},
+	}
+}
+
 func tcp() []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
@@ -88,13 +105,17 @@ func tcp() []expr.Any {
 	}
 }
 
-// daddr loads the destination address and compares its first Bits bits.
-func daddr(f Family, m DestinationNet) []expr.Any {
-	offset, size := uint32(16), uint32(4) // in the IPv4 header
+// addr loads the destination (or source) address and compares its first
+// Bits bits.
+func addr(f Family, destination bool, prefix netip.Prefix) []expr.Any {
+	offset, size := uint32(12), uint32(4) // in the IPv4 header
 	if f == IPv6 {
-		offset, size = 24, 16
+		offset, size = 8, 16
 	}
-	p := m.Prefix.Masked()
+	if destination {
+		offset += size
+	}
+	p := prefix.Masked()
 	e := []expr.Any{&expr.Payload{OperationType: expr.PayloadLoad, DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: size}}
 	if p.Bits() < int(size*8) {
 		mask := make([]byte, size)

@@ -164,19 +164,39 @@ type DestinationPort struct{ Port uint16 }
 // DestinationNet matches packets to a network of the table's family.
 type DestinationNet struct{ Prefix netip.Prefix }
 
+// OutputInterface matches packets that leave on the named interface.
+type OutputInterface struct{ Name string }
+
+// SourceNet matches packets from a network of the table's family.
+type SourceNet struct{ Prefix netip.Prefix }
+
+// All matches packets that every one of its matches matches.
+type All []Match
+
 func (AnyTCP) String() string            { return "meta l4proto tcp" }
 func (m InputInterface) String() string  { return fmt.Sprintf("iifname %q", m.Name) }
 func (m SocketUID) String() string       { return fmt.Sprintf("meta skuid %d", m.UID) }
 func (m DestinationPort) String() string { return fmt.Sprintf("tcp dport %d", m.Port) }
-func (m DestinationNet) String() string {
+func (m DestinationNet) String() string  { return addrMatch("daddr", m.Prefix) }
+func (m OutputInterface) String() string { return fmt.Sprintf("oifname %q", m.Name) }
+func (m SourceNet) String() string       { return addrMatch("saddr", m.Prefix) }
+func (m All) String() string {
+	s := make([]string, len(m))
+	for i, x := range m {
+		s[i] = x.String()
+	}
+	return strings.Join(s, " ")
+}
+
+func addrMatch(field string, p netip.Prefix) string {
 	fam := IPv4
-	if m.Prefix.Addr().Is6() {
+	if p.Addr().Is6() {
 		fam = IPv6
 	}
-	if m.Prefix.IsSingleIP() {
-		return fmt.Sprintf("%s daddr %s", fam, m.Prefix.Addr())
+	if p.IsSingleIP() {
+		return fmt.Sprintf("%s %s %s", fam, field, p.Addr())
 	}
-	return fmt.Sprintf("%s daddr %s", fam, m.Prefix)
+	return fmt.Sprintf("%s %s %s", fam, field, p)
 }
 
 func (AnyTCP) describe() string            { return "all TCP" }
@@ -184,6 +204,15 @@ func (m InputInterface) describe() string  { return "from interface " + m.Name }
 func (m SocketUID) describe() string       { return fmt.Sprintf("from UID %d", m.UID) }
 func (m DestinationPort) describe() string { return fmt.Sprintf("to port %d", m.Port) }
 func (m DestinationNet) describe() string  { return "to " + m.Prefix.String() }
+func (m OutputInterface) describe() string { return "out of interface " + m.Name }
+func (m SourceNet) describe() string       { return "from " + m.Prefix.String() }
+func (m All) describe() string {
+	s := make([]string, len(m))
+	for i, x := range m {
+		s[i] = x.describe()
+	}
+	return strings.Join(s, " and ")
+}
 
 // String is the rule in nft's syntax.
 func (r Rule) String() string {
@@ -192,6 +221,11 @@ func (r Rule) String() string {
 	}
 	return fmt.Sprintf("%s counter redirect to :%d", r.Match, r.RedirectTo)
 }
+
+// InboundSource is the address the inbound proxy dials the app from over
+// IPv4, as Istio's does, so that the output chain tells its connections
+// from the outbound proxy's calls to the pod itself.
+var InboundSource = netip.MustParseAddr("127.0.0.6")
 
 // loopback is each family's loopback network. Connections to it stay in the
 // pod and are not the mesh's business; redirecting them would also catch
@@ -229,9 +263,25 @@ func NewPlan(c Config) (Plan, error) {
 
 		// Outbound: everything the pod's processes send, except the
 		// proxy's own connections, which would otherwise come back to it.
-		out := []Rule{
-			{Match: SocketUID{UID: c.ProxyUID}},
-			{Match: DestinationNet{Prefix: loopback[fam]}},
+		var out []Rule
+		if fam == IPv4 {
+			// A call of the pod to itself (its own Service, whose balancer
+			// picked this pod): the outbound proxy's connection to the
+			// pod's own address leaves on lo, where the prerouting chain
+			// lets it by; it goes to the inbound proxy instead, as a peer
+			// proxy's would. The inbound proxy dials the app from
+			// InboundSource, which is let by rather than sent round again.
+			out = append(out,
+				Rule{Match: SourceNet{Prefix: netip.PrefixFrom(InboundSource, 32)}},
+				Rule{Match: DestinationNet{Prefix: loopback[fam]}},
+				Rule{Match: All{SocketUID{UID: c.ProxyUID}, OutputInterface{Name: "lo"}}, RedirectTo: c.InboundPort},
+				Rule{Match: SocketUID{UID: c.ProxyUID}},
+			)
+		} else {
+			out = append(out,
+				Rule{Match: SocketUID{UID: c.ProxyUID}},
+				Rule{Match: DestinationNet{Prefix: loopback[fam]}},
+			)
 		}
 		for _, p := range outPorts {
 			out = append(out, Rule{Match: DestinationPort{Port: p}})
@@ -291,13 +341,16 @@ func (p Plan) Summary() []string {
 	for _, t := range p.Tables {
 		for _, c := range t.Chains {
 			var to uint16
-			var except []string
-			for _, r := range c.Rules {
-				if r.RedirectTo != 0 {
+			var except, elsewhere []string
+			for i, r := range c.Rules {
+				switch {
+				case i == len(c.Rules)-1:
 					to = r.RedirectTo
-					continue
+				case r.RedirectTo != 0:
+					elsewhere = append(elsewhere, fmt.Sprintf("%s to port %d", r.Match.describe(), r.RedirectTo))
+				default:
+					except = append(except, r.Match.describe())
 				}
-				except = append(except, r.Match.describe())
 			}
 			dir := "inbound"
 			if c.Hook == Output {
@@ -306,6 +359,9 @@ func (p Plan) Summary() []string {
 			line := fmt.Sprintf("table %s %s, chain %s: %s TCP goes to port %d", t.Family, TableName, c.Name(), dir, to)
 			if len(except) > 0 {
 				line += ", except " + strings.Join(except, ", ")
+			}
+			if len(elsewhere) > 0 {
+				line += "; " + strings.Join(elsewhere, "; ")
 			}
 			lines = append(lines, line)
 		}

@@ -42,8 +42,10 @@ func TestPlanString(t *testing.T) {
 
 	chain output {
 		type nat hook output priority -100; policy accept;
-		meta skuid 2102 counter return
+		ip saddr 127.0.0.6 counter return
 		ip daddr 127.0.0.0/8 counter return
+		meta skuid 2102 oifname "lo" counter redirect to :15006
+		meta skuid 2102 counter return
 		tcp dport 5432 counter return
 		ip daddr 10.0.0.0/8 counter return
 		ip daddr 169.254.169.254 counter return
@@ -81,7 +83,7 @@ func TestPlanSummary(t *testing.T) {
 	}
 	want := []string{
 		"table ip trellis, chain prerouting: inbound TCP goes to port 15006, except from interface lo, to port 15020",
-		"table ip trellis, chain output: outbound TCP goes to port 15001, except from UID 2102, to 127.0.0.0/8",
+		"table ip trellis, chain output: outbound TCP goes to port 15001, except from 127.0.0.6/32, to 127.0.0.0/8, from UID 2102; from UID 2102 and out of interface lo to port 15006",
 		"table ip6 trellis, chain prerouting: inbound TCP goes to port 15006, except from interface lo, to port 15020",
 		"table ip6 trellis, chain output: outbound TCP goes to port 15001, except from UID 2102, to ::1/128",
 	}
