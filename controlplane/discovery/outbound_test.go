@@ -359,6 +359,10 @@ func TestRouteStatusReasons(t *testing.T) {
 			route:    httpRoute(ns, "cross", []gwv1.ParentReference{serviceParent("", "web", 0)}, withRef(backendRef(elsewhere, "db", 5432, -1))),
 			accepted: "True/Accepted", resolved: "False/RefNotPermitted",
 		},
+		"consumer route to its parent Service, without a ReferenceGrant": {
+			route:    httpRoute(ns, "consumer", []gwv1.ParentReference{serviceParent(elsewhere, "db", 5432)}, withRef(backendRef(elsewhere, "db", 5432, -1))),
+			accepted: "True/Accepted", resolved: "True/ResolvedRefs",
+		},
 		"missing parent": {
 			route:    httpRoute(ns, "orphan", []gwv1.ParentReference{serviceParent("", "gone", 80)}, withRef(backendRef("", "web", 80, -1))),
 			accepted: "False/NoMatchingParent", resolved: "True/ResolvedRefs",

@@ -110,18 +110,22 @@ type refCheck struct {
 	message string
 }
 
-// checkBackendRef resolves a route's backendRef as the Gateway API says: a
+// checkBackendRef resolves a backendRef of route as the Gateway API says: a
 // Service (InvalidKind otherwise), in the route's namespace or in one whose
 // ReferenceGrant lets the route in (RefNotPermitted otherwise), that exists
-// with the port named (BackendNotFound otherwise).
-func (ix *Index) checkBackendRef(kind routeKind, routeNS string, ref gwv1.BackendObjectReference) refCheck {
+// with the port named (BackendNotFound otherwise). A consumer route may name
+// its parent Service, in the parent's namespace, without a grant: it sends
+// its namespace's calls where they were going, and gives it no reach it did
+// not have (GAMMA; the conformance suite's MeshConsumerRoute).
+func (ix *Index) checkBackendRef(kind routeKind, route client.Object, ref gwv1.BackendObjectReference) refCheck {
+	routeNS := route.GetNamespace()
 	if !isServiceRef(ref) {
 		return refCheck{reason: gwv1.RouteReasonInvalidKind, message: fmt.Sprintf(
 			"%s %q of group %q is not a Service: Trellis routes to Services only", deref(ref.Kind), ref.Name, deref(ref.Group))}
 	}
 	k := backendKeyOf(routeNS, ref)
 	c := refCheck{svc: k, port: deref(ref.Port)}
-	if k.namespace != routeNS && !ix.grantAllows(kind, routeNS, k) {
+	if k.namespace != routeNS && !isParent(route, k) && !ix.grantAllows(kind, routeNS, k) {
 		c.reason = gwv1.RouteReasonRefNotPermitted
 		c.message = fmt.Sprintf("Service %s is in another namespace, and no ReferenceGrant in namespace %s lets %ss of namespace %s refer to it: create one",
 			k, k.namespace, kind, routeNS)
@@ -137,6 +141,13 @@ func (ix *Index) checkBackendRef(kind routeKind, routeNS string, ref gwv1.Backen
 		c.reason, c.message = gwv1.RouteReasonBackendNotFound, fmt.Sprintf("Service %s has no TCP port %d", k, *ref.Port)
 	}
 	return c
+}
+
+// isParent reports whether route has the Service k as a parent.
+func isParent(route client.Object, k objKey) bool {
+	return slices.ContainsFunc(parentRefs(route), func(p gwv1.ParentReference) bool {
+		return isServiceParent(p) && parentKey(route.GetNamespace(), p) == k
+	})
 }
 
 // grantAllows reports whether a ReferenceGrant in the Service's namespace
@@ -261,8 +272,8 @@ func (b *outboundBuilder) add(key backendKey) uint32 {
 // ref is the backend index of a backendRef. A missing Service (or port) is
 // a backend without endpoints, which comes alive when the Service does; a
 // ref that may not be followed is the invalid backend.
-func (b *outboundBuilder) ref(kind routeKind, routeNS string, ref gwv1.BackendObjectReference) uint32 {
-	c := b.ix.checkBackendRef(kind, routeNS, ref)
+func (b *outboundBuilder) ref(kind routeKind, route client.Object, ref gwv1.BackendObjectReference) uint32 {
+	c := b.ix.checkBackendRef(kind, route, ref)
 	if c.svc.name != "" {
 		b.deps[c.svc] = struct{}{}
 	}
@@ -360,7 +371,7 @@ func (b *outboundBuilder) httpRoute(r *gwv1.HTTPRoute) []candidate {
 			ok = httpFilter(base, f) && ok
 		}
 		for _, br := range rule.BackendRefs {
-			wb := &controlplanev1.WeightedBackend{Backend: b.ref(httpRouteKind, r.Namespace, br.BackendObjectReference), Weight: weight(br.Weight)}
+			wb := &controlplanev1.WeightedBackend{Backend: b.ref(httpRouteKind, r, br.BackendObjectReference), Weight: weight(br.Weight)}
 			for _, f := range br.Filters {
 				if !backendFilter(wb, f.Type, f.RequestHeaderModifier, f.ResponseHeaderModifier) {
 					wb.Backend = b.add(backendKey{invalid: true})
@@ -423,7 +434,7 @@ func (b *outboundBuilder) grpcRoute(r *gwv1.GRPCRoute) []candidate {
 			}
 		}
 		for _, br := range rule.BackendRefs {
-			wb := &controlplanev1.WeightedBackend{Backend: b.ref(grpcRouteKind, r.Namespace, br.BackendObjectReference), Weight: weight(br.Weight)}
+			wb := &controlplanev1.WeightedBackend{Backend: b.ref(grpcRouteKind, r, br.BackendObjectReference), Weight: weight(br.Weight)}
 			for _, f := range br.Filters {
 				if !backendFilter(wb, gwv1.HTTPRouteFilterType(f.Type), f.RequestHeaderModifier, f.ResponseHeaderModifier) {
 					wb.Backend = b.add(backendKey{invalid: true})

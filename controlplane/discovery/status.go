@@ -225,7 +225,7 @@ func (ix *Index) resolvedRefsCondition(kind routeKind, obj client.Object) metav1
 	var problems []string
 	for ri, refs := range ruleBackendRefs(obj) {
 		for bi, ref := range refs {
-			rc := ix.checkBackendRef(kind, obj.GetNamespace(), ref.BackendObjectReference)
+			rc := ix.checkBackendRef(kind, obj, ref.BackendObjectReference)
 			if rc.reason == "" {
 				continue
 			}
