@@ -77,21 +77,19 @@ verify-kustomize: kustomize ## Check that every kustomization under config/ buil
 ##@ Test
 
 .PHONY: test
-test: verify-generated verify-proto verify-kustomize vet lint test-go bench-operator bench-injector bench-controlplane bench-proxy-short test-e2e ## Everything CI runs (as root).
+test: verify-generated verify-proto verify-kustomize vet lint test-go bench-operator bench-injector bench-controlplane bench-proxy-short test-e2e conformance ## Everything CI runs (as root).
 
 # The conformance run's archive is the images' plus the echo image, under
-# its own name: `make images` stays as it is, and neither run rebuilds the
-# other's archive. Make builds the prerequisites in order: the echo binaries
-# before the images that take them.
+# its own name (conformance-images), so that `make test` builds both
+# archives and neither run rebuilds the other's.
 CONFORMANCE_REPORT ?= $(CURDIR)/_output/conformance/mesh-report.yaml
 CONFORMANCE_FLAGS ?=
+CONFORMANCE_ARCHIVE = $(CACHE)/images/trellis-$(VERSION)-conformance.tar
 export CONFORMANCE_REPORT CONFORMANCE_FLAGS
 
 .PHONY: conformance
-conformance: IMAGES_ARCHIVE = $(CACHE)/images/trellis-$(VERSION)-conformance.tar
-conformance: IMAGE_SPECS += $(ECHO_IMAGE_SPEC)
-conformance: cluster-deps echo-binaries images kustomize ## Gateway API conformance for meshes (MESH-HTTP, MESH-GRPC) on the local cluster: up, suite, down; report in _output/conformance/ (root).
-	IMAGES_ARCHIVE=$(IMAGES_ARCHIVE) hack/conformance.sh
+conformance: cluster-deps conformance-images kustomize ## Gateway API conformance for meshes (MESH-HTTP, MESH-GRPC) on the local cluster: up, suite, down; report in _output/conformance/ (root).
+	IMAGES_ARCHIVE=$(CONFORMANCE_ARCHIVE) hack/conformance.sh
 
 .PHONY: envtest-assets
 envtest-assets: ## Build (or reuse) kube-apiserver, etcd and kubectl for the integration tests.
@@ -177,11 +175,17 @@ IMAGE_SPECS = \
 	--image 'ref=ghcr.io/trellis-mesh/sample-converter:$(VERSION),entrypoint=/usr/local/bin/converter,user=65532,go=./test/sampleapp/cmd/converter:/usr/local/bin/converter' \
 	--image 'ref=ghcr.io/trellis-mesh/sample-loadgen:$(VERSION),entrypoint=/usr/local/bin/loadgen,user=65532,go=./test/sampleapp/cmd/loadgen:/usr/local/bin/loadgen'
 
+IMAGEBUILD = go run ./cmd/imagebuild --ldflags "-X github.com/trellis-mesh/trellis/version.Version=$(VERSION) -X github.com/trellis-mesh/trellis/version.Image=$(IMAGE)"
+
 .PHONY: images
 images: cluster-binaries ## Build every image (no Docker) into one OCI archive under ~/.cache/trellis/images.
 	@mkdir -p $(dir $(IMAGES_ARCHIVE))
-	go run ./cmd/imagebuild --out $(IMAGES_ARCHIVE) --ldflags "-X github.com/trellis-mesh/trellis/version.Version=$(VERSION) -X github.com/trellis-mesh/trellis/version.Image=$(IMAGE)" \
-		$(IMAGE_SPECS)
+	$(IMAGEBUILD) --out $(IMAGES_ARCHIVE) $(IMAGE_SPECS)
+
+.PHONY: conformance-images
+conformance-images: cluster-binaries echo-binaries ## The images and the conformance suite's echo image, into their own archive.
+	@mkdir -p $(dir $(CONFORMANCE_ARCHIVE))
+	$(IMAGEBUILD) --out $(CONFORMANCE_ARCHIVE) $(IMAGE_SPECS) $(ECHO_IMAGE_SPEC)
 
 .PHONY: cluster-up
 cluster-up: cluster-deps images ## Bring the local single-node cluster up (root), with every image loaded.
