@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+
+	"github.com/trellis-mesh/trellis/proxy/redirect"
 )
 
 // DefaultUserAgent is the User-Agent of HTTP and gRPC probes when the
@@ -43,21 +45,32 @@ func New(podIP string) *Prober {
 	if host == "" {
 		host = "127.0.0.1"
 	}
-	return &Prober{
-		host: host,
-		http: &http.Client{
-			Transport: &http.Transport{
-				// The kubelet's settings: no verification (a probe checks
-				// liveness, not identity), no connection reuse, no proxy
-				// from the environment, no transparent decompression.
-				TLSClientConfig:    &tls.Config{InsecureSkipVerify: true},
-				DisableKeepAlives:  true,
-				DisableCompression: true,
-				Proxy:              nil,
-			},
-			CheckRedirect: checkRedirect,
+	p := &Prober{host: host}
+	p.http = &http.Client{
+		Transport: &http.Transport{
+			DialContext: p.dial,
+			// The kubelet's settings: no verification (a probe checks
+			// liveness, not identity), no connection reuse, no proxy
+			// from the environment, no transparent decompression.
+			TLSClientConfig:    &tls.Config{InsecureSkipVerify: true},
+			DisableKeepAlives:  true,
+			DisableCompression: true,
+			Proxy:              nil,
 		},
+		CheckRedirect: checkRedirect,
 	}
+	return p
+}
+
+// dial connects to addr: to the pod's own address as redirect.DialApp does
+// (from the source the pod's rules let by, rather than round through the
+// inbound proxy), to any other host plainly.
+func (p *Prober) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if host, _, err := net.SplitHostPort(addr); err == nil && host == p.host {
+		return redirect.DialApp(ctx, net.Dialer{}, network, addr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, addr)
 }
 
 // checkRedirect follows redirects to the probe's own host, as the kubelet
@@ -148,8 +161,7 @@ func (p *Prober) probeTCP(ctx context.Context, a *TCPSocketAction) (string, erro
 		return "", err
 	}
 	addr := net.JoinHostPort(p.hostOr(a.Host), strconv.Itoa(port))
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
+	c, err := p.dial(ctx, "tcp", addr)
 	if err != nil {
 		return "", fmt.Errorf("TCP %s: %w", addr, err)
 	}
@@ -169,6 +181,7 @@ func (p *Prober) probeGRPC(ctx context.Context, a *GRPCAction, userAgent string)
 	// passthrough: the address is an IP, not a name to resolve.
 	conn, err := grpc.NewClient("passthrough:///"+addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return p.dial(ctx, "tcp", addr) }),
 		grpc.WithUserAgent(userAgent))
 	if err != nil {
 		return "", fmt.Errorf("gRPC %s: %w", addr, err)

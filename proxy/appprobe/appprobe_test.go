@@ -240,3 +240,25 @@ func closedPort(t *testing.T) int32 {
 	_ = ln.Close()
 	return int32(port)
 }
+
+// Probes of the pod's own address come from 127.0.0.6, which the pod's
+// rules let by; from the pod's address they would be sent to the inbound
+// proxy (and refused in Strict mode). Probes of another host are plain.
+func TestProbesComeFromTheInboundSource(t *testing.T) {
+	from := make(chan string, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		from <- host
+	}))
+	defer srv.Close()
+	port := int32(srv.Listener.Addr().(*net.TCPAddr).Port)
+	assertProbe(t, New("127.0.0.1"), context.Background(), httpGet(port, "/", "HTTP"), "", "HTTP 200", false)
+	if got := <-from; got != "127.0.0.6" {
+		t.Errorf("a probe of the pod's address came from %s, want 127.0.0.6", got)
+	}
+	other := Handler{HTTPGet: &HTTPGetAction{Host: "127.0.0.1", Path: "/", Port: Port{Number: port}, Scheme: "HTTP"}}
+	assertProbe(t, New("127.0.0.2"), context.Background(), other, "", "HTTP 200", false)
+	if got := <-from; got != "127.0.0.1" {
+		t.Errorf("a probe of another host came from %s, want a plain dial", got)
+	}
+}

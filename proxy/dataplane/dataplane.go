@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -254,18 +253,11 @@ func (p *Proxy) dialPlain(ctx context.Context, network, addr string) (net.Conn, 
 }
 
 // dialApp connects to the app, the inbound connection's original
-// destination: over IPv4 from redirect.InboundSource, which the pod's
-// output chain lets by. The pod's own calls to itself come back to the
-// inbound proxy that way (see redirect.NewPlan); a connection to the app
-// from the pod's address would be sent back round to it.
+// destination, as redirect.DialApp says.
 func (p *Proxy) dialApp(ctx context.Context, network, addr string) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.connTimeout)
 	defer cancel()
-	d := p.dialer
-	if ap, err := netip.ParseAddrPort(addr); err == nil && ap.Addr().Unmap().Is4() {
-		d.LocalAddr = &net.TCPAddr{IP: netredirect.InboundSource.AsSlice()}
-	}
-	return d.DialContext(ctx, network, addr)
+	return netredirect.DialApp(ctx, p.dialer, network, addr)
 }
 
 // dialMesh connects to a peer proxy at addr in mutual TLS with one ALPN

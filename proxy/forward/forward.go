@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/trellis-mesh/trellis/proxy/redirect"
 )
 
 // Direction is which way a forwarder's connections go.
@@ -43,7 +45,8 @@ type Options struct {
 	// Destination finds where an accepted connection was going;
 	// OriginalDestination when nil.
 	Destination func(net.Conn) (netip.AddrPort, error)
-	// Dial connects to the destination; a plain TCP dial when nil.
+	// Dial connects to the destination; when nil, a plain TCP dial, which
+	// inbound is redirect.DialApp's.
 	Dial DialFunc
 	// ConnectTimeout bounds Dial; 10 s when zero.
 	ConnectTimeout time.Duration
@@ -111,9 +114,15 @@ func New(d Direction, o Options) *Forwarder {
 		f.timeout = 10 * time.Second
 	}
 	if f.dial == nil {
-		d := &net.Dialer{}
 		f.dial = func(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+			var d net.Dialer
 			return d.DialContext(ctx, "tcp", dst.String())
+		}
+		if d == Inbound {
+			// The inbound destination is the pod's app.
+			f.dial = func(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+				return redirect.DialApp(ctx, net.Dialer{}, "tcp", dst.String())
+			}
 		}
 	}
 	if f.log == nil {

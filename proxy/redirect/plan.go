@@ -2,7 +2,9 @@ package redirect
 
 import (
 	"cmp"
+	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -222,10 +224,22 @@ func (r Rule) String() string {
 	return fmt.Sprintf("%s counter redirect to :%d", r.Match, r.RedirectTo)
 }
 
-// InboundSource is the address the inbound proxy dials the app from over
-// IPv4, as Istio's does, so that the output chain tells its connections
-// from the outbound proxy's calls to the pod itself.
+// InboundSource is the address the proxy dials its pod's app from over
+// IPv4, as Istio's does, so that the output chain tells those connections
+// from the outbound proxy's calls to the pod itself (see DialApp).
 var InboundSource = netip.MustParseAddr("127.0.0.6")
+
+// DialApp dials addr, an address of the proxy's own pod, with d: over IPv4
+// from InboundSource, which the output chain lets by. Every connection of
+// the proxy to its app (inbound requests, relayed connections, probes) must
+// be dialed so: from the pod's own address, the chain would send it to the
+// inbound proxy, round and round.
+func DialApp(ctx context.Context, d net.Dialer, network, addr string) (net.Conn, error) {
+	if ap, err := netip.ParseAddrPort(addr); err == nil && ap.Addr().Unmap().Is4() {
+		d.LocalAddr = &net.TCPAddr{IP: InboundSource.AsSlice()}
+	}
+	return d.DialContext(ctx, network, addr)
+}
 
 // loopback is each family's loopback network. Connections to it stay in the
 // pod and are not the mesh's business; redirecting them would also catch
