@@ -35,10 +35,25 @@ type HTTPError struct {
 	Converter string `json:"converter"`
 }
 
-var httpUnits = map[string]converterv1.Unit{
+var units = map[string]converterv1.Unit{
 	"C": converterv1.Unit_UNIT_CELSIUS,
 	"F": converterv1.Unit_UNIT_FAHRENHEIT,
 	"K": converterv1.Unit_UNIT_KELVIN,
+}
+
+// ParseUnit reads a unit query parameter (C, F or K, in either case; C when
+// empty), as the temperature API and the converter's HTTP side take it, and
+// returns its letter and the converter's unit.
+func ParseUnit(s string) (string, converterv1.Unit, error) {
+	letter := strings.ToUpper(s)
+	if letter == "" {
+		letter = "C"
+	}
+	unit, ok := units[letter]
+	if !ok {
+		return "", 0, fmt.Errorf("unit %q is not known: want F, C or K", s)
+	}
+	return letter, unit, nil
 }
 
 // HTTPHandler serves the converter over HTTP/1.1 as well as gRPC, so that
@@ -69,13 +84,9 @@ func (s *Server) convertHTTP(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusBadRequest, codes.InvalidArgument, "celsius %q is not a number: ask for /convert?celsius=21.5&unit=F", q.Get("celsius"))
 		return
 	}
-	unitName := strings.ToUpper(q.Get("unit"))
-	if unitName == "" {
-		unitName = "C"
-	}
-	unit, ok := httpUnits[unitName]
-	if !ok {
-		fail(http.StatusBadRequest, codes.InvalidArgument, "unit %q is not known: want F, C or K", q.Get("unit"))
+	unitName, unit, err := ParseUnit(q.Get("unit"))
+	if err != nil {
+		fail(http.StatusBadRequest, codes.InvalidArgument, "%v", err)
 		return
 	}
 	resp, err := s.convert(r.Context(), &converterv1.ConvertRequest{Celsius: celsius, Unit: unit})

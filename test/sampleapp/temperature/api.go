@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/trellis-mesh/trellis/test/sampleapp/converter"
 	converterv1 "github.com/trellis-mesh/trellis/test/sampleapp/converter/v1"
 )
 
@@ -36,12 +37,6 @@ var PropagatedHeaders = []string{
 	"x-request-id",
 }
 
-// units maps the unit query parameter to the converter's unit.
-var units = map[string]converterv1.Unit{
-	"C": converterv1.Unit_UNIT_CELSIUS,
-	"F": converterv1.Unit_UNIT_FAHRENHEIT,
-	"K": converterv1.Unit_UNIT_KELVIN,
-}
 
 // Config is how the API behaves.
 type Config struct {
@@ -126,15 +121,9 @@ func (a *API) temperature(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
-	unitName := strings.ToUpper(q.Get("unit"))
-	if unitName == "" {
-		unitName = "C"
-	}
-	unit, ok := units[unitName]
-	if !ok {
-		writeJSON(w, http.StatusBadRequest, ErrorResponse{
-			Error: fmt.Sprintf("unit %q is not known: want F, C or K", q.Get("unit")),
-		})
+	unitName, unit, err := converter.ParseUnit(q.Get("unit"))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, ErrorResponse{Error: err.Error()})
 		return
 	}
 
