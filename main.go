@@ -12,6 +12,7 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -41,15 +42,16 @@ func main() {
 
 func run() error {
 	var (
-		metricsAddr  string
-		probeAddr    string
-		webhookPort  int
-		certDir      string
-		webhookSvc   string
-		webhookCfg   string
-		leaderElect  bool
-		image        string
-		imageVersion string
+		metricsAddr     string
+		probeAddr       string
+		webhookPort     int
+		certDir         string
+		webhookSvc      string
+		webhookCfg      string
+		webhookSelector string
+		leaderElect     bool
+		image           string
+		imageVersion    string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the metrics endpoint; 0 disables it")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
@@ -58,6 +60,8 @@ func run() error {
 		"directory with the webhook's tls.crt and tls.key; when empty at start, in a cluster, the operator issues its own")
 	flag.StringVar(&webhookSvc, "webhook-service", "trellis-webhook-service", "the webhook's Service, in the operator's namespace: the name its own certificate is for")
 	flag.StringVar(&webhookCfg, "validating-webhook-configuration", "trellis-validating-webhook-configuration", "the ValidatingWebhookConfiguration whose caBundle an operator-issued certificate goes into")
+	flag.StringVar(&webhookSelector, "validating-webhook-selector", "", "find the operator's ValidatingWebhookConfiguration, whose caBundle the sidecar injector shares, by these labels rather than by name: "+
+		"under OLM, which names it itself, olm.webhook-description-generate-name=vmesh.trellis.dev")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "elect a leader, so only one operator replica reconciles")
 	flag.StringVar(&image, "image", version.Image, "image repository of the control plane and proxy, when a Mesh names none")
 	flag.StringVar(&imageVersion, "image-version", version.Version, "image tag of the control plane and proxy, when a Mesh names none")
@@ -77,6 +81,15 @@ func run() error {
 	noHTTP2 := func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }
 
 	restConfig := ctrl.GetConfigOrDie()
+	vwcRef := controllers.ValidatingWebhookRef{Name: webhookCfg}
+	if webhookSelector != "" {
+		sel, err := labels.Parse(webhookSelector)
+		if err != nil {
+			return fmt.Errorf("--validating-webhook-selector %q is not a label selector (such as olm.webhook-description-generate-name=vmesh.trellis.dev): %w", webhookSelector, err)
+		}
+		vwcRef = controllers.ValidatingWebhookRef{Selector: sel}
+	}
+
 	// Neither cert-manager nor OLM mounted a certificate: issue one, before
 	// the webhook server starts and looks for it.
 	var provisioner *webhookcert.Provisioner
@@ -97,7 +110,7 @@ func run() error {
 
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:                 scheme,
-		Cache:                  controllers.CacheOptions(webhookCfg),
+		Cache:                  controllers.CacheOptions(vwcRef),
 		Metrics:                metricsserver.Options{BindAddress: metricsAddr, TLSOpts: []func(*tls.Config){noHTTP2}},
 		HealthProbeBindAddress: probeAddr,
 		LeaderElection:         leaderElect,
@@ -134,10 +147,10 @@ func run() error {
 	var injector controllers.Injector
 	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
 		injector = controllers.Injector{
-			Service:               &client.ObjectKey{Namespace: ns, Name: webhookSvc},
-			CABundle:              controllers.ValidatingWebhookCABundle(mgr.GetClient(), webhookCfg),
-			ValidatingWebhookName: webhookCfg,
-			Config:                injectCfg,
+			Service:           &client.ObjectKey{Namespace: ns, Name: webhookSvc},
+			CABundle:          controllers.ValidatingWebhookCABundle(mgr.GetClient(), vwcRef),
+			ValidatingWebhook: vwcRef,
+			Config:            injectCfg,
 		}
 	} else {
 		setupLog.Info("POD_NAMESPACE is not set: running outside the cluster, so no sidecar injection is configured")

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	admissionregistrationv1ac "k8s.io/client-go/applyconfigurations/admissionregistration/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -32,12 +34,11 @@ type Injector struct {
 	// CABundle returns the PEM CA that the webhook's serving certificate
 	// chains to. The operator's own ValidatingWebhookConfiguration holds it,
 	// whoever put it there (cert-manager, OLM or the operator itself);
-	// ValidatingWebhookName names it, and a change to it reconciles every
-	// Mesh.
+	// ValidatingWebhook finds it, and a change to it reconciles every Mesh.
 	CABundle func(ctx context.Context) ([]byte, error)
-	// ValidatingWebhookName is that configuration's name; empty when
-	// CABundle comes from elsewhere.
-	ValidatingWebhookName string
+	// ValidatingWebhook finds that configuration; zero when CABundle comes
+	// from elsewhere.
+	ValidatingWebhook ValidatingWebhookRef
 	// Config is what inject.Inject needs from the operator: the default
 	// proxy image, against which pods are counted as outdated.
 	Config inject.Config
@@ -51,7 +52,10 @@ func (in Injector) enabled() bool {
 // cluster-wide, because RBAC cannot name objects by prefix: the same right
 // that Istio's and Linkerd's installers hold.
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,resourceNames=trellis-validating-webhook-configuration,verbs=list;watch
+// The operator's ValidatingWebhookConfiguration has a name it knows under
+// kustomize, and one OLM generates under OLM: it lists and watches them all
+// (and caches only its own).
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=list;watch
 
 // reconcileInjector applies mesh's MutatingWebhookConfiguration.
 func (r *MeshReconciler) reconcileInjector(ctx context.Context, mesh *meshv1.Mesh, obs *observation) error {
@@ -223,18 +227,55 @@ func (r *MeshReconciler) deleteInjector(ctx context.Context, mesh *meshv1.Mesh) 
 	return nil
 }
 
+// ValidatingWebhookRef finds the operator's ValidatingWebhookConfiguration:
+// by Name where the operator's manifests name it, or by Selector, its
+// labels, where OLM creates it from the CSV's webhookdefinition under a
+// generated name (OLM labels it olm.webhook-description-generate-name=<the
+// webhook's generateName>).
+type ValidatingWebhookRef struct {
+	Name     string
+	Selector labels.Selector
+}
+
+// IsZero says that r finds nothing.
+func (r ValidatingWebhookRef) IsZero() bool { return r.Name == "" && r.Selector == nil }
+
+func (r ValidatingWebhookRef) String() string {
+	if r.Selector != nil {
+		return "with labels " + r.Selector.String()
+	}
+	return r.Name
+}
+
 // ValidatingWebhookCABundle reads the caBundle of the operator's
-// ValidatingWebhookConfiguration name, with reader: Injector.CABundle for a
-// running operator.
-func ValidatingWebhookCABundle(reader client.Reader, name string) func(context.Context) ([]byte, error) {
+// ValidatingWebhookConfiguration that ref finds, with reader:
+// Injector.CABundle for a webhook whose serving certificate someone else
+// keeps. Of several configurations a selector finds, the first by name with
+// a caBundle wins.
+func ValidatingWebhookCABundle(reader client.Reader, ref ValidatingWebhookRef) func(context.Context) ([]byte, error) {
 	return func(ctx context.Context) ([]byte, error) {
-		cfg := &admissionregistrationv1.ValidatingWebhookConfiguration{}
-		if err := reader.Get(ctx, client.ObjectKey{Name: name}, cfg); err != nil {
-			return nil, fmt.Errorf("reading ValidatingWebhookConfiguration %s: %w", name, err)
+		var cfgs []admissionregistrationv1.ValidatingWebhookConfiguration
+		if ref.Selector != nil {
+			list := &admissionregistrationv1.ValidatingWebhookConfigurationList{}
+			if err := reader.List(ctx, list, client.MatchingLabelsSelector{Selector: ref.Selector}); err != nil {
+				return nil, fmt.Errorf("listing the ValidatingWebhookConfigurations %s: %w", ref, err)
+			}
+			cfgs = list.Items
+			slices.SortFunc(cfgs, func(a, b admissionregistrationv1.ValidatingWebhookConfiguration) int {
+				return strings.Compare(a.Name, b.Name)
+			})
+		} else {
+			cfg := &admissionregistrationv1.ValidatingWebhookConfiguration{}
+			if err := reader.Get(ctx, client.ObjectKey{Name: ref.Name}, cfg); err != nil {
+				return nil, fmt.Errorf("reading ValidatingWebhookConfiguration %s: %w", ref.Name, err)
+			}
+			cfgs = append(cfgs, *cfg)
 		}
-		for _, w := range cfg.Webhooks {
-			if len(w.ClientConfig.CABundle) > 0 {
-				return w.ClientConfig.CABundle, nil
+		for _, cfg := range cfgs {
+			for _, w := range cfg.Webhooks {
+				if len(w.ClientConfig.CABundle) > 0 {
+					return w.ClientConfig.CABundle, nil
+				}
 			}
 		}
 		return nil, nil

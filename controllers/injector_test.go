@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
 	"github.com/trellis-mesh/trellis/inject"
@@ -143,4 +145,41 @@ func matchingWebhooks(t *testing.T, cfg *admissionregistrationv1.MutatingWebhook
 		}
 	}
 	return names
+}
+
+// The injector shares the caBundle of the operator's own
+// ValidatingWebhookConfiguration: found by name under kustomize, by OLM's
+// label under OLM, which generates its name.
+func TestValidatingWebhookCABundle(t *testing.T) {
+	vwc := func(name, ca string, lbls map[string]string) *admissionregistrationv1.ValidatingWebhookConfiguration {
+		return &admissionregistrationv1.ValidatingWebhookConfiguration{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: lbls},
+			Webhooks:   []admissionregistrationv1.ValidatingWebhook{{Name: "vmesh.trellis.dev", ClientConfig: admissionregistrationv1.WebhookClientConfig{CABundle: []byte(ca)}}},
+		}
+	}
+	olm := map[string]string{"olm.webhook-description-generate-name": "vmesh.trellis.dev"}
+	c := fake.NewClientBuilder().WithObjects(
+		vwc("trellis-validating-webhook-configuration", "kustomize CA", nil),
+		vwc("vmesh.trellis.dev-7fq2x", "OLM CA", olm),
+		vwc("someone-elses", "other CA", map[string]string{"olm.webhook-description-generate-name": "vother.example.com"}),
+	).Build()
+	ctx := context.Background()
+	for name, tc := range map[string]struct {
+		ref  ValidatingWebhookRef
+		want string
+	}{
+		"by name":         {ValidatingWebhookRef{Name: "trellis-validating-webhook-configuration"}, "kustomize CA"},
+		"by label":        {ValidatingWebhookRef{Selector: labels.SelectorFromSet(olm)}, "OLM CA"},
+		"nothing matches": {ValidatingWebhookRef{Selector: labels.SelectorFromSet(map[string]string{"olm.webhook-description-generate-name": "none"})}, ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := ValidatingWebhookCABundle(c, tc.ref)(ctx)
+			if err != nil || string(got) != tc.want {
+				t.Errorf("caBundle %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+	if _, err := ValidatingWebhookCABundle(c, ValidatingWebhookRef{Name: "missing"})(ctx); err == nil {
+		t.Error("a missing configuration named: no error")
+	}
 }

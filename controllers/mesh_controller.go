@@ -337,7 +337,7 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 						return injectedPodChanged(e.ObjectOld.(*corev1.Pod), e.ObjectNew.(*corev1.Pod))
 					},
 				}))
-		if r.Injector.ValidatingWebhookName != "" {
+		if !r.Injector.ValidatingWebhook.IsZero() {
 			// A new serving CA must reach every Mesh's injector at once, or
 			// the API server stops trusting it.
 			b = b.Watches(&admissionregistrationv1.ValidatingWebhookConfiguration{},
@@ -351,19 +351,23 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // ConfigMaps by name (which is also all its RBAC lets it read), the rest by
 // its managed-by label. Without this it would hold every Deployment and
 // Service of the cluster in memory.
-func CacheOptions(validatingWebhookName string) cache.Options {
+func CacheOptions(validatingWebhook ValidatingWebhookRef) cache.Options {
 	managed := labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue})
 	byLabel := cache.ByObject{Label: managed}
 	meshed, err := labels.NewRequirement(meshv1.MeshLabel, selection.Exists, nil)
 	if err != nil {
 		panic(err) // a constant key: cannot fail
 	}
+	vwc := cache.ByObject{Field: fields.OneTermEqualSelector("metadata.name", validatingWebhook.Name)}
+	if validatingWebhook.Selector != nil {
+		vwc = cache.ByObject{Label: validatingWebhook.Selector}
+	}
 	return cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
 			// Only injected pods, which carry their Mesh's name.
 			&corev1.Pod{}: {Label: labels.NewSelector().Add(*meshed)},
 			&admissionregistrationv1.MutatingWebhookConfiguration{}:   byLabel,
-			&admissionregistrationv1.ValidatingWebhookConfiguration{}: {Field: fields.OneTermEqualSelector("metadata.name", validatingWebhookName)},
+			&admissionregistrationv1.ValidatingWebhookConfiguration{}: vwc,
 			&corev1.Secret{}:                {Field: fields.OneTermEqualSelector("metadata.name", CASecretName)},
 			&corev1.ConfigMap{}:             {Field: fields.OneTermEqualSelector("metadata.name", TrustBundleName)},
 			&appsv1.Deployment{}:            byLabel,

@@ -68,7 +68,7 @@ func run(m *testing.M) int {
 	scheme := testenv.Scheme()
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:  scheme,
-		Cache:   CacheOptions(""),
+		Cache:   CacheOptions(ValidatingWebhookRef{}),
 		Metrics: metricsserver.Options{BindAddress: "0"},
 	})
 	if err != nil {

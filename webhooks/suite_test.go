@@ -82,7 +82,7 @@ func (h countingHandler) Handle(ctx context.Context, req admission.Request) admi
 func startOperator() (context.Context, func(), error) {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:  testenv.Scheme(),
-		Cache:   controllers.CacheOptions(""),
+		Cache:   controllers.CacheOptions(controllers.ValidatingWebhookRef{}),
 		Metrics: metricsserver.Options{BindAddress: "0"},
 		// A test stops the operator and starts another in the same process.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
