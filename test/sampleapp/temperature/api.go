@@ -37,7 +37,6 @@ var PropagatedHeaders = []string{
 	"x-request-id",
 }
 
-
 // Config is how the API behaves.
 type Config struct {
 	// ConverterTimeout bounds each call to the converter; past it the API
