@@ -69,15 +69,39 @@ verify-generated: manifests generate ## Fail when committed generated files are 
 
 .PHONY: verify-kustomize
 verify-kustomize: kustomize ## Check that every kustomization under config/ builds.
-	@for k in config/default config/without-cert-manager config/crd config/rbac config/samples config/prometheus; do \
+	@for k in config/default config/without-cert-manager config/crd config/rbac config/samples config/prometheus config/scorecard config/manifests; do \
 		$(KUSTOMIZE) build $$k > /dev/null || { echo "kustomize build $$k failed" >&2; exit 1; }; \
 	done
 	@echo "kustomizations build"
 
+# The OLM bundle's channels (operator-sdk's CHANNELS and DEFAULT_CHANNEL).
+CHANNELS ?= candidate
+DEFAULT_CHANNEL ?= candidate
+
+.PHONY: bundle
+bundle: manifests kustomize ## Write the OLM bundle (bundle/, bundle.Dockerfile) for VERSION and IMAGE from config/manifests and the API's markers.
+	$(KUSTOMIZE) build config/manifests | go run ./hack/bundlegen \
+		--version $(VERSION) --image $(IMAGE) --channels $(CHANNELS) --default-channel $(DEFAULT_CHANNEL)
+
+.PHONY: verify-bundle
+verify-bundle: bundle ## Fail when the committed OLM bundle is stale.
+	@if [ -n "$$(git status --porcelain -- bundle bundle.Dockerfile)" ]; then \
+		echo "The OLM bundle is stale: run 'make bundle' and commit the result." >&2; \
+		git status --porcelain -- bundle bundle.Dockerfile >&2; git --no-pager diff --stat -- bundle bundle.Dockerfile >&2; exit 1; \
+	fi
+	@echo "the OLM bundle is up to date"
+
 ##@ Test
 
 .PHONY: test
-test: verify-generated verify-proto verify-kustomize vet lint test-go bench-operator bench-injector bench-controlplane bench-proxy-short test-e2e conformance ## Everything CI runs (as root).
+test: verify-generated verify-proto verify-kustomize verify-bundle bundle-validate vet lint test-go bench-operator bench-injector bench-controlplane bench-proxy-short test-e2e conformance ## Everything CI runs (as root).
+
+# operator-sdk cannot be installed here: hack/bundlevalidate runs the same
+# checks with operator-framework/api's validators, against the Kubernetes
+# version the project tests on (removed APIs are errors, not warnings).
+.PHONY: bundle-validate
+bundle-validate: ## Validate bundle/ as `operator-sdk bundle validate --select-optional suite=operatorframework` does; fail on any error or warning.
+	go run ./hack/bundlevalidate --k8s-version $(K8S_VERSION) bundle
 
 # The conformance run's archive is the images' plus the echo image, under
 # its own name (conformance-images), so that `make test` builds both

@@ -40,6 +40,7 @@ import (
 // +kubebuilder:printcolumn:name="Action",type=string,JSONPath=`.spec.action`
 // +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +operator-sdk:csv:customresourcedefinitions:displayName="Authorization Policy",order=3,resources={{Pod,v1}}
 type AuthorizationPolicy struct {
 	metav1.TypeMeta `json:",inline"`
 	// metadata is the object's metadata. Its namespace is where the policy
@@ -69,6 +70,7 @@ type AuthorizationPolicySpec struct {
 	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",message="matchExpressions operator must be In, NotIn, Exists or DoesNotExist"
 	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, (e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0))",message="matchExpressions with operator In or NotIn need values, and those with Exists or DoesNotExist take none"
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Pod Selector",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:selector:core:v1:Pod"}
 	Selector *metav1.LabelSelector `json:"selector,omitempty"`
 
 	// action is what the policy does with the requests that its rules
@@ -77,6 +79,7 @@ type AuthorizationPolicySpec struct {
 	// any Allow policy is considered.
 	// +kubebuilder:default=Allow
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Action",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:select:Allow","urn:alm:descriptor:com.tectonic.ui:select:Deny"}
 	Action AuthorizationAction `json:"action,omitempty"`
 
 	// rules say which requests the policy matches; a request matches when
@@ -86,6 +89,7 @@ type AuthorizationPolicySpec struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=64
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Rules"
 	Rules []AuthorizationRule `json:"rules,omitempty"`
 }
 
@@ -235,10 +239,12 @@ type AuthorizationPolicyStatus struct {
 	// +listMapKey=type
 	// +kubebuilder:validation:MaxItems=8
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=status,displayName="Conditions",xDescriptors={"urn:alm:descriptor:io.kubernetes.conditions"}
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
 	// observedGeneration is the generation of the spec that this status describes.
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=status,displayName="Observed Generation",xDescriptors={"urn:alm:descriptor:text"}
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 }
 

@@ -34,6 +34,10 @@ const (
 // +kubebuilder:printcolumn:name="Meshed Pods",type=integer,JSONPath=`.status.meshedPods`
 // +kubebuilder:printcolumn:name="CA Expiry",type=string,JSONPath=`.status.ca.issuerNotAfter`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +operator-sdk:csv:customresourcedefinitions:displayName="Mesh",order=1
+// +operator-sdk:csv:customresourcedefinitions:resources={{Namespace,v1},{Secret,v1},{ConfigMap,v1},{Certificate,v1,certificates}}
+// +operator-sdk:csv:customresourcedefinitions:resources={{ServiceAccount,v1},{Role,v1},{RoleBinding,v1},{ClusterRole,v1},{ClusterRoleBinding,v1}}
+// +operator-sdk:csv:customresourcedefinitions:resources={{Deployment,v1},{Service,v1},{PodDisruptionBudget,v1},{MutatingWebhookConfiguration,v1}}
 type Mesh struct {
 	metav1.TypeMeta `json:",inline"`
 	// metadata is the object's metadata; the name selects namespaces (see MeshLabel).
@@ -61,6 +65,7 @@ type MeshSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.namespace is immutable; create a new Mesh to use another namespace"
 	// +kubebuilder:validation:XValidation:rule="!(self in ['kube-system', 'kube-public', 'kube-node-lease', 'default'])",message="spec.namespace must not be a system namespace (kube-system, kube-public, kube-node-lease, default); use a namespace of its own such as trellis-system"
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Mesh Namespace",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:text"}
 	Namespace string `json:"namespace,omitempty"`
 
 	// trustDomain is the SPIFFE trust domain of every workload identity in the
@@ -72,41 +77,49 @@ type MeshSpec struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$`
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.trustDomain is immutable: every workload certificate names it; create a new Mesh for a new trust domain"
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Trust Domain",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:text"}
 	TrustDomain string `json:"trustDomain,omitempty"`
 
 	// ca is the mesh's certificate authority: a builtin one that the operator
 	// creates and rotates, or an intermediate issued by cert-manager.
 	// +kubebuilder:default={builtin:{}}
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Certificate Authority"
 	CA CASpec `json:"ca,omitzero"`
 
 	// controlPlane sizes and places the control plane.
 	// +kubebuilder:default={}
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Control Plane"
 	ControlPlane ControlPlaneSpec `json:"controlPlane,omitzero"`
 
 	// proxy configures the sidecar proxy injected into meshed pods.
 	// +kubebuilder:default={}
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Proxy"
 	Proxy ProxySpec `json:"proxy,omitzero"`
 
 	// injection says how the sidecar is added to pods.
 	// +kubebuilder:default={}
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Injection"
 	Injection InjectionSpec `json:"injection,omitzero"`
 
 	// mtls sets how meshed workloads accept connections.
 	// +kubebuilder:default={}
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Mutual TLS"
 	MTLS MTLSSpec `json:"mtls,omitzero"`
 
 	// telemetry configures tracing and access logs. Golden metrics are always on.
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Telemetry"
 	Telemetry TelemetrySpec `json:"telemetry,omitzero"`
 
 	// updateStrategy says how running proxies are brought to a new version.
 	// +kubebuilder:default={}
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Update Strategy"
 	UpdateStrategy UpdateStrategySpec `json:"updateStrategy,omitzero"`
 }
 
@@ -133,6 +146,7 @@ type CASpec struct {
 	// +kubebuilder:default="24h"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1h') && duration(self) <= duration('720h')",message="spec.ca.workloadCertificateValidity must be between 1h and 720h"
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Workload Certificate Validity",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:text"}
 	WorkloadCertificateValidity metav1.Duration `json:"workloadCertificateValidity,omitzero"`
 }
 
@@ -147,6 +161,7 @@ type BuiltinCASpec struct {
 	// +kubebuilder:default="87600h"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('2160h') && duration(self) <= duration('175200h')",message="spec.ca.builtin.rootValidity must be between 2160h and 175200h"
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Root Validity",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:text"}
 	RootValidity metav1.Duration `json:"rootValidity,omitzero"`
 
 	// issuerValidity is the lifetime of the signing intermediate, which is
@@ -154,6 +169,7 @@ type BuiltinCASpec struct {
 	// +kubebuilder:default="8760h"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('24h') && duration(self) <= duration('87600h')",message="spec.ca.builtin.issuerValidity must be between 24h and 87600h"
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Intermediate Validity",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:text"}
 	IssuerValidity metav1.Duration `json:"issuerValidity,omitzero"`
 }
 
@@ -162,6 +178,7 @@ type CertManagerCASpec struct {
 	// issuerRef names the cert-manager Issuer (in the mesh namespace) or
 	// ClusterIssuer that signs the mesh's intermediate.
 	// +required
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="cert-manager Issuer"
 	IssuerRef IssuerRef `json:"issuerRef"`
 
 	// issuerValidity is the requested lifetime of the intermediate;
@@ -170,6 +187,7 @@ type CertManagerCASpec struct {
 	// +kubebuilder:default="8760h"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('24h') && duration(self) <= duration('87600h')",message="spec.ca.certManager.issuerValidity must be between 24h and 87600h"
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Intermediate Validity",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:text"}
 	IssuerValidity metav1.Duration `json:"issuerValidity,omitzero"`
 }
 
@@ -190,11 +208,13 @@ type IssuerRef struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +required
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Issuer Name",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:text"}
 	Name string `json:"name"`
 
 	// kind is Issuer (in the mesh namespace) or ClusterIssuer.
 	// +kubebuilder:default=Issuer
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Issuer Kind",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:select:Issuer","urn:alm:descriptor:com.tectonic.ui:select:ClusterIssuer"}
 	Kind IssuerKind `json:"kind,omitempty"`
 
 	// group of the issuer's API; cert-manager.io unless you use an external issuer.
@@ -218,11 +238,13 @@ type ControlPlaneSpec struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=10
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Control Plane Replicas",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:podCount"}
 	Replicas *int32 `json:"replicas,omitempty"`
 
 	// resources of the control plane container. The operator requests 100m
 	// CPU and 128Mi memory and limits memory to 512Mi when this is unset.
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Control Plane Resources",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:resourceRequirements"}
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
 
 	// image is the control plane's image repository, without tag; the
@@ -235,6 +257,7 @@ type ControlPlaneSpec struct {
 	// +kubebuilder:validation:MaxLength=128
 	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Control Plane Version",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:text","urn:alm:descriptor:com.tectonic.ui:advanced"}
 	Version string `json:"version,omitempty"`
 
 	// logLevel of the control plane.
@@ -266,17 +289,20 @@ type ProxySpec struct {
 	// +kubebuilder:validation:MaxLength=128
 	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Proxy Version",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:text","urn:alm:descriptor:com.tectonic.ui:advanced"}
 	Version string `json:"version,omitempty"`
 
 	// resources of the proxy container. A pod can override them with the
 	// trellis.dev/proxy-cpu-request, -memory-request, -cpu-limit and
 	// -memory-limit annotations.
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Proxy Resources",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:resourceRequirements"}
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
 
 	// logLevel of the proxy.
 	// +kubebuilder:default=info
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Proxy Log Level",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:select:error","urn:alm:descriptor:com.tectonic.ui:select:warn","urn:alm:descriptor:com.tectonic.ui:select:info","urn:alm:descriptor:com.tectonic.ui:select:debug","urn:alm:descriptor:com.tectonic.ui:select:trace"}
 	LogLevel LogLevel `json:"logLevel,omitempty"`
 
 	// excludeInboundPorts are pod ports whose inbound traffic bypasses the proxy.
@@ -343,12 +369,14 @@ type InjectionSpec struct {
 	// namespaces while the webhook is down; pods elsewhere are never sent to it.
 	// +kubebuilder:default=Fail
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Injection Failure Policy",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:select:Fail","urn:alm:descriptor:com.tectonic.ui:select:Ignore"}
 	FailurePolicy FailurePolicy `json:"failurePolicy,omitempty"`
 
 	// sidecarMode is Native (an init container that keeps running, the
 	// default) or Classic (a regular container, for clusters before 1.29).
 	// +kubebuilder:default=Native
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Sidecar Mode",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:select:Native","urn:alm:descriptor:com.tectonic.ui:select:Classic","urn:alm:descriptor:com.tectonic.ui:advanced"}
 	SidecarMode SidecarMode `json:"sidecarMode,omitempty"`
 
 	// applicationStart holds application containers until the proxy is
@@ -375,6 +403,7 @@ type MTLSSpec struct {
 	// the rest: the default, for adopting the mesh) or Strict (mTLS only).
 	// +kubebuilder:default=Permissive
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="mTLS Mode",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:select:Permissive","urn:alm:descriptor:com.tectonic.ui:select:Strict"}
 	Mode MTLSMode `json:"mode,omitempty"`
 }
 
@@ -392,6 +421,7 @@ type TelemetrySpec struct {
 	// accessLog is Off (the default) or JSON, one line per request on the proxy's stdout.
 	// +kubebuilder:default=Off
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Access Log",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:select:Off","urn:alm:descriptor:com.tectonic.ui:select:JSON"}
 	AccessLog AccessLogFormat `json:"accessLog,omitempty"`
 }
 
@@ -403,6 +433,7 @@ type TracingSpec struct {
 	// +kubebuilder:validation:MaxLength=260
 	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9.-]+:[0-9]{1,5}$`
 	// +required
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Tracing Endpoint",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:text"}
 	Endpoint string `json:"endpoint"`
 
 	// samplingPercent is the share of traces started at the edge of the mesh
@@ -411,6 +442,7 @@ type TracingSpec struct {
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=100
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Tracing Sampling Percent",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:number"}
 	SamplingPercent *int32 `json:"samplingPercent,omitempty"`
 }
 
@@ -457,30 +489,37 @@ type MeshStatus struct {
 	// +listMapKey=type
 	// +kubebuilder:validation:MaxItems=16
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=status,displayName="Conditions",xDescriptors={"urn:alm:descriptor:io.kubernetes.conditions"}
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
 	// observedGeneration is the generation of the spec that this status describes.
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=status,displayName="Observed Generation",xDescriptors={"urn:alm:descriptor:text"}
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
 	// ca reports the certificate authority's validity.
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=status,displayName="Certificate Authority"
 	CA CAStatus `json:"ca,omitzero"`
 
 	// controlPlane reports the control plane's rollout.
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=status,displayName="Control Plane"
 	ControlPlane ControlPlaneStatus `json:"controlPlane,omitzero"`
 
 	// meshedNamespaces is the number of namespaces labeled for this Mesh.
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=status,displayName="Meshed Namespaces",xDescriptors={"urn:alm:descriptor:text"}
 	MeshedNamespaces int32 `json:"meshedNamespaces,omitempty"`
 
 	// meshedPods is the number of running pods with this Mesh's sidecar.
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=status,displayName="Meshed Pods",xDescriptors={"urn:alm:descriptor:text"}
 	MeshedPods int32 `json:"meshedPods"`
 
 	// outdatedPods is the number of meshed pods whose proxy is not the version the Mesh asks for.
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=status,displayName="Outdated Pods",xDescriptors={"urn:alm:descriptor:text"}
 	OutdatedPods int32 `json:"outdatedPods,omitempty"`
 }
 
@@ -488,19 +527,23 @@ type MeshStatus struct {
 type CAStatus struct {
 	// rootNotAfter is when the current root expires. Unset for certManager, whose root is not the mesh's.
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=status,displayName="Root Expires",xDescriptors={"urn:alm:descriptor:text"}
 	RootNotAfter *metav1.Time `json:"rootNotAfter,omitempty"`
 
 	// issuerNotAfter is when the signing intermediate expires.
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=status,displayName="Intermediate Expires",xDescriptors={"urn:alm:descriptor:text"}
 	IssuerNotAfter *metav1.Time `json:"issuerNotAfter,omitempty"`
 
 	// issuerRenewalTime is when the intermediate will be rotated.
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=status,displayName="Intermediate Rotation",xDescriptors={"urn:alm:descriptor:text"}
 	IssuerRenewalTime *metav1.Time `json:"issuerRenewalTime,omitempty"`
 
 	// trustAnchors is the number of roots in the trust bundle: more than one
 	// while proxies still hold certificates from a rotated root.
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=status,displayName="Trust Anchors",xDescriptors={"urn:alm:descriptor:text"}
 	TrustAnchors int32 `json:"trustAnchors,omitempty"`
 }
 
@@ -509,6 +552,7 @@ type ControlPlaneStatus struct {
 	// image the control plane runs.
 	// +kubebuilder:validation:MaxLength=1024
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=status,displayName="Control Plane Image",xDescriptors={"urn:alm:descriptor:text"}
 	Image string `json:"image,omitempty"`
 
 	// replicas desired.
@@ -517,6 +561,7 @@ type ControlPlaneStatus struct {
 
 	// availableReplicas serving.
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=status,displayName="Available Control Plane Replicas",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:podCount"}
 	AvailableReplicas int32 `json:"availableReplicas,omitempty"`
 }
 

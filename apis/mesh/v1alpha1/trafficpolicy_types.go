@@ -29,6 +29,7 @@ import (
 // +kubebuilder:printcolumn:name="Targets",type=string,JSONPath=`.spec.targetRefs[*].name`,priority=1
 // +kubebuilder:printcolumn:name="Load Balancer",type=string,JSONPath=`.spec.loadBalancer`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +operator-sdk:csv:customresourcedefinitions:displayName="Traffic Policy",order=2,resources={{Service,v1}}
 type TrafficPolicy struct {
 	metav1.TypeMeta `json:",inline"`
 	// metadata is the object's metadata. Its creation time decides which of
@@ -63,6 +64,7 @@ type TrafficPolicySpec struct {
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=16
 	// +required
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Target Services"
 	TargetRefs []LocalPolicyTargetReference `json:"targetRefs,omitempty"`
 
 	// loadBalancer is how a client spreads requests across a Service's ready
@@ -72,6 +74,7 @@ type TrafficPolicySpec struct {
 	// gRPC and HTTP/2 requests are balanced one by one, not per connection.
 	// +kubebuilder:default=LeastRequest
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Load Balancer",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:select:LeastRequest","urn:alm:descriptor:com.tectonic.ui:select:RoundRobin","urn:alm:descriptor:com.tectonic.ui:select:Random"}
 	LoadBalancer LoadBalancerAlgorithm `json:"loadBalancer,omitempty"`
 
 	// connectTimeout is how long a client waits for a TCP connection (and
@@ -80,6 +83,7 @@ type TrafficPolicySpec struct {
 	// +kubebuilder:default="10s"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1ms') && duration(self) <= duration('1h')",message="must be between 1ms and 1h, such as 10s"
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Connect Timeout",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:text"}
 	ConnectTimeout metav1.Duration `json:"connectTimeout,omitzero"`
 
 	// requestTimeout is how long a client waits for a whole response to a
@@ -93,12 +97,14 @@ type TrafficPolicySpec struct {
 	// Unset: no timeout.
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1ms') && duration(self) <= duration('24h')",message="must be between 1ms and 24h, such as 15s; unset it for no timeout"
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Request Timeout",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:text"}
 	RequestTimeout *metav1.Duration `json:"requestTimeout,omitempty"`
 
 	// connectionLimits bound the connections and requests that each client
 	// pod has open or queued to the Service; a request beyond them fails at
 	// once with 503 (gRPC: UNAVAILABLE) instead of piling up. Unset: no limits.
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Connection Limits"
 	ConnectionLimits *ConnectionLimits `json:"connectionLimits,omitempty"`
 
 	// outlierDetection is circuit breaking per endpoint: a client stops
@@ -106,6 +112,7 @@ type TrafficPolicySpec struct {
 	// and sends to the others. Unset: endpoints are never ejected for failing
 	// (they still leave when they are no longer ready).
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Outlier Detection"
 	OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
 
 	// retryBudget caps the retries that clients make to the Service, so that
@@ -113,6 +120,7 @@ type TrafficPolicySpec struct {
 	// the load on a Service that is already failing. Unset: the mesh's
 	// default budget, 20 percent plus 10 retries per second.
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Retry Budget"
 	RetryBudget *RetryBudget `json:"retryBudget,omitempty"`
 }
 
@@ -138,6 +146,7 @@ type LocalPolicyTargetReference struct {
 	// +kubebuilder:validation:MaxLength=63
 	// +kubebuilder:validation:Pattern=`^[a-z]([-a-z0-9]*[a-z0-9])?$`
 	// +required
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Service",xDescriptors={"urn:alm:descriptor:io.kubernetes:Service"}
 	Name string `json:"name"`
 }
 
@@ -165,6 +174,7 @@ type ConnectionLimits struct {
 	// with maxPendingRequests.)
 	// +kubebuilder:validation:Minimum=1
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Max Connections",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:number"}
 	MaxConnections *int32 `json:"maxConnections,omitempty"`
 
 	// maxPendingRequests is the most HTTP and gRPC requests a client has in
@@ -172,6 +182,7 @@ type ConnectionLimits struct {
 	// (gRPC UNAVAILABLE) at once.
 	// +kubebuilder:validation:Minimum=1
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Max Pending Requests",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:number"}
 	MaxPendingRequests *int32 `json:"maxPendingRequests,omitempty"`
 }
 
@@ -186,6 +197,7 @@ type OutlierDetection struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=1000
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Consecutive Errors",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:number"}
 	ConsecutiveErrors *int32 `json:"consecutiveErrors,omitempty"`
 
 	// interval is how often a client reviews its ejections: an ejected
@@ -203,6 +215,7 @@ type OutlierDetection struct {
 	// +kubebuilder:default="30s"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('1h')",message="must be between 1s and 1h, such as 30s"
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Base Ejection Time",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:text"}
 	BaseEjectionTime metav1.Duration `json:"baseEjectionTime,omitzero"`
 
 	// maxEjectionPercent is the most of a Service's endpoints, in percent,
@@ -228,6 +241,7 @@ type RetryBudget struct {
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=100
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=spec,displayName="Retry Budget Percent",xDescriptors={"urn:alm:descriptor:com.tectonic.ui:number"}
 	Percent *int32 `json:"percent,omitempty"`
 
 	// minRetriesPerSecond is how many retries per second a client may
@@ -251,10 +265,12 @@ type TrafficPolicyStatus struct {
 	// +listMapKey=type
 	// +kubebuilder:validation:MaxItems=8
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=status,displayName="Conditions",xDescriptors={"urn:alm:descriptor:io.kubernetes.conditions"}
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
 	// observedGeneration is the generation of the spec that this status describes.
 	// +optional
+	// +operator-sdk:csv:customresourcedefinitions:type=status,displayName="Observed Generation",xDescriptors={"urn:alm:descriptor:text"}
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 }
 
