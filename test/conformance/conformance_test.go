@@ -65,7 +65,9 @@ func TestMain(m *testing.M) {
 
 // installTrellis installs what a user of Trellis's GAMMA routes has: the
 // Gateway API's CRDs (before the Mesh, whose control plane watches the
-// routes from its start), the operator and a Mesh.
+// routes from its start), the operator and a Mesh. The operator comes from
+// the OLM bundle, installed as OLM would (test/e2e installs it with
+// kustomize): the suite's meshed echo pods are then the bundle's proof too.
 func installTrellis() error {
 	cluster, err := install.FromEnv()
 	if err != nil {
@@ -73,7 +75,7 @@ func installTrellis() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	for _, step := range []func(context.Context) error{cluster.GatewayAPICRDs, cluster.Operator, cluster.SampleMesh} {
+	for _, step := range []func(context.Context) error{cluster.GatewayAPICRDs, cluster.OperatorFromBundle, cluster.SampleMesh} {
 		if err := step(ctx); err != nil {
 			return err
 		}

@@ -4,7 +4,8 @@
 // report. `make conformance` builds the images (the suite's echo image from
 // Istio's echo app among them), brings the cluster up, runs this package
 // and brings the cluster down; TestMain installs the Gateway API's CRDs, the
-// operator and the sample Mesh first.
+// operator from the OLM bundle as OLM would (install.OperatorFromBundle)
+// and the sample Mesh first.
 //
 // The suite's Setup is not called: in v1.6.0, when the Mesh feature is
 // claimed, it waits for ready pods in gateway-conformance-app-backend and
