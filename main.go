@@ -162,6 +162,7 @@ func run() error {
 		Images:      controllers.Images{Repository: image, Version: imageVersion},
 		CertManager: certManager,
 		Injector:    injector,
+		APIReader:   mgr.GetAPIReader(),
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the Mesh controller: %w", err)
 	}

@@ -198,8 +198,9 @@ func (r *MeshReconciler) observePods(ctx context.Context, mesh *meshv1.Mesh, obs
 	obs.pods.observed = true
 	obs.pods.version = want
 	obs.pods.namespaces = map[string]bool{}
-	for _, p := range pods.Items {
-		if podEnded(&p) {
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if podEnded(p) {
 			continue
 		}
 		if _, ok := p.Annotations[sidecar.AnnotationStatus]; !ok {
@@ -208,6 +209,7 @@ func (r *MeshReconciler) observePods(ctx context.Context, mesh *meshv1.Mesh, obs
 		obs.pods.meshed++
 		if p.Labels[sidecar.LabelProxyVersion] != want {
 			obs.pods.outdated++
+			obs.pods.outdatedPods = append(obs.pods.outdatedPods, p)
 		}
 		if p.DeletionTimestamp.IsZero() {
 			obs.pods.namespaces[p.Namespace] = true

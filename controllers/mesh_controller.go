@@ -56,6 +56,10 @@ type MeshReconciler struct {
 	// Injector is where the operator serves sidecar injection; its zero
 	// value leaves injection out.
 	Injector Injector
+	// APIReader reads what the operator does not cache: the ReplicaSets and
+	// the users' Deployments, StatefulSets and DaemonSets whose pods
+	// updateStrategy RollingRestart restarts. The manager's when unset.
+	APIReader client.Reader
 }
 
 // The operator's own rights. Secrets and ConfigMaps are named: the operator
@@ -146,6 +150,14 @@ func (r *MeshReconciler) reconcileNormal(ctx context.Context, mesh *meshv1.Mesh,
 	}
 	if err := r.reconcileInjector(ctx, mesh, obs); err != nil {
 		return ctrl.Result{}, err
+	}
+	// Last: restarted pods need what the steps above reconcile.
+	again, err := r.restartOutdatedWorkloads(ctx, mesh, obs)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if again > 0 && (next == 0 || again < next) {
+		next = again
 	}
 	return ctrl.Result{RequeueAfter: next}, nil
 }
@@ -304,6 +316,9 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Now == nil {
 		r.Now = time.Now
 	}
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
+	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &meshv1.Mesh{}, meshNamespaceIndex,
 		func(o client.Object) []string { return []string{o.(*meshv1.Mesh).Spec.Namespace} }); err != nil {
 		return fmt.Errorf("indexing Meshes by namespace: %w", err)
@@ -330,7 +345,9 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if r.Injector.enabled() {
 		b = b.Owns(&admissionregistrationv1.MutatingWebhookConfiguration{}).
-			// Injected pods are counted, and their namespaces get the trust bundle.
+			// Injected pods are counted, their namespaces get the trust
+			// bundle, and under RollingRestart their workloads are restarted
+			// as the previous ones' outdated pods go.
 			Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(meshOfPod),
 				builder.WithPredicates(predicate.TypedFuncs[client.Object]{
 					UpdateFunc: func(e event.TypedUpdateEvent[client.Object]) bool {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -33,6 +34,7 @@ type observation struct {
 
 	injector injectorObservation
 	pods     podsObservation
+	restart  restartObservation
 }
 
 // injectorObservation is what the injection step did.
@@ -51,8 +53,27 @@ type podsObservation struct {
 	// meshed and outdated count running injected pods, all and those on
 	// another proxy version.
 	meshed, outdated int32
+	// outdatedPods are the outdated ones, which updateStrategy RollingRestart replaces.
+	outdatedPods []*corev1.Pod
 	// namespaces run injected pods.
 	namespaces map[string]bool
+}
+
+// restartObservation is what the rolling restart step saw and did.
+type restartObservation struct {
+	// active is true when the Mesh's updateStrategy is RollingRestart and
+	// some pods run an outdated proxy.
+	active bool
+	// waiting says why no workload may be restarted yet; empty when they may.
+	waiting string
+	// restarting names the workloads restarted for the Mesh's proxy version
+	// that still have outdated pods, such as "deployment shop/web".
+	restarting []string
+	// queued counts the workloads with outdated pods that wait for their turn.
+	queued int
+	// unrestartable counts the running outdated pods that no workload the
+	// operator can restart controls.
+	unrestartable int
 }
 
 // caObservation is what the CA step found.
@@ -225,12 +246,55 @@ func setDataPlaneCondition(mesh *meshv1.Mesh, obs *observation) {
 		c.Message = fmt.Sprintf("all %d meshed pods run proxy %s", obs.pods.meshed, obs.pods.version)
 	} else {
 		c.Status, c.Reason = metav1.ConditionFalse, meshv1.DataPlaneOutdatedReason
-		c.Message = fmt.Sprintf("%d of %d meshed pods run another proxy than %s: restart their workloads "+
-			"(kubectl rollout restart) to update them; `kubectl get pods -A -l '%s=%s,%s!=%s'` lists them",
-			obs.pods.outdated, obs.pods.meshed, obs.pods.version,
-			meshv1.MeshLabel, mesh.Name, sidecar.LabelProxyVersion, obs.pods.version)
+		c.Message = dataPlaneOutdatedMessage(mesh, obs)
 	}
 	meta.SetStatusCondition(&mesh.Status.Conditions, c)
+}
+
+// dataPlaneOutdatedMessage says how many pods are outdated and what is done
+// about them: nothing but this advice under updateStrategy Manual; under
+// RollingRestart, which workloads restart, how many wait, and how many pods
+// the operator cannot restart.
+func dataPlaneOutdatedMessage(mesh *meshv1.Mesh, obs *observation) string {
+	p, rs := obs.pods, obs.restart
+	outdated := fmt.Sprintf("%d of %d meshed pods run another proxy than %s", p.outdated, p.meshed, p.version)
+	list := fmt.Sprintf("`kubectl get pods -A -l '%s=%s,%s!=%s'` lists them", meshv1.MeshLabel, mesh.Name, sidecar.LabelProxyVersion, p.version)
+	if !rs.active {
+		return outdated + ": restart their workloads (kubectl rollout restart) to update them; " + list
+	}
+	parts := []string{outdated}
+	switch {
+	case rs.waiting != "":
+		parts = append(parts, "no workload is restarted while "+rs.waiting)
+	case len(rs.restarting) > 0:
+		parts = append(parts, fmt.Sprintf("restarting %s (at most %d at a time)",
+			nameSome(rs.restarting, 5), maxConcurrentWorkloads(mesh)))
+	}
+	if n := rs.queued; n > 0 {
+		parts = append(parts, fmt.Sprintf("%d %s", n, plural(n, "more workload waits its turn", "more workloads wait their turn")))
+	}
+	if n := rs.unrestartable; n > 0 {
+		parts = append(parts, fmt.Sprintf("%d %s no workload the operator can restart "+
+			"(bare pods, Jobs, ReplicaSets without a Deployment, paused Deployments, StatefulSets and DaemonSets that update OnDelete or by partition): %s",
+			n, plural(n, "pod has", "pods have"), plural(n, "delete it to update it", "delete them to update them")))
+	}
+	return strings.Join(append(parts, list), "; ")
+}
+
+// nameSome joins the first few names, and says how many more there are.
+func nameSome(names []string, few int) string {
+	if len(names) <= few {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:few], ", "), len(names)-few)
+}
+
+// plural is one or many, as n asks.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 func timePtr(t time.Time) *metav1.Time {

@@ -57,6 +57,20 @@ const (
 	PartOfValue    = "trellis"
 )
 
+// Annotations on the pod template of a workload that the operator restarts
+// (updateStrategy RollingRestart).
+const (
+	// AnnotationRestartedAt is kubectl's: `kubectl rollout restart` sets it to
+	// the time, and the changed template makes the workload's controller
+	// replace its pods, as it does for any rollout.
+	AnnotationRestartedAt = "kubectl.kubernetes.io/restartedAt"
+	// AnnotationRestartedForProxy is the proxy version the operator restarted
+	// the workload for. A workload is restarted at most once for a version:
+	// while its template says so and some of its pods still run another
+	// proxy, its rollout is in progress.
+	AnnotationRestartedForProxy = "mesh.trellis.dev/restarted-for-proxy"
+)
+
 // ownedLabels are the labels of every object the operator writes for mesh.
 func ownedLabels(mesh *meshv1.Mesh) map[string]string {
 	return map[string]string{

@@ -15,13 +15,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/trellis-mesh/trellis/inject"
 	"github.com/trellis-mesh/trellis/test/testenv"
 )
 
 // One API server for the package, with the operator's Mesh controller
 // running against it as it runs in a cluster: same cache restrictions, same
-// field owner. There is no kube-controller-manager, so no garbage collector
-// and no Deployment controller: tests patch Deployment status themselves.
+// field owner, injection configured. There is no kube-controller-manager, so
+// no garbage collector and no Deployment controller: tests patch Deployment
+// status themselves, and create the ReplicaSets and pods of workloads.
 var (
 	cfg       *rest.Config
 	k8sClient client.Client
@@ -77,10 +79,20 @@ func run(m *testing.M) int {
 	}
 	if err := (&MeshReconciler{
 		Client:      mgr.GetClient(),
+		APIReader:   mgr.GetAPIReader(),
 		Recorder:    mgr.GetEventRecorder("trellis-operator"),
 		Images:      Images{Repository: "example.test/trellis", Version: "v9.9.9"},
 		Now:         clock.Now,
 		CertManager: true,
+		// So that Meshes count their pods and restart their workloads.
+		// Nothing serves the URL: the tests here create meshed pods, labeled
+		// as the injector labels them, only in namespaces that no Mesh's
+		// webhook selects. The webhooks package tests injection itself.
+		Injector: Injector{
+			URL:      "https://127.0.0.1:1" + InjectorPath,
+			CABundle: func(context.Context) ([]byte, error) { return []byte("test CA"), nil },
+			Config:   inject.Config{ProxyImage: "example.test/trellis:v9.9.9", KubernetesMinor: 37},
+		},
 	}).SetupWithManager(mgr); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

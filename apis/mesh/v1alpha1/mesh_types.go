@@ -462,7 +462,11 @@ const (
 // +kubebuilder:validation:XValidation:rule="!has(self.rollingRestart) || self.type == 'RollingRestart'",message="spec.updateStrategy.rollingRestart is only allowed with type RollingRestart"
 type UpdateStrategySpec struct {
 	// type is Manual (the default: outdated pods are counted in status and
-	// left alone) or RollingRestart (the operator restarts their workloads).
+	// left alone) or RollingRestart: the operator restarts the Deployments,
+	// StatefulSets and DaemonSets whose running pods have an outdated proxy,
+	// as `kubectl rollout restart` does, once the control plane and the
+	// injector are ready. Pods it cannot restart that way (bare pods, Jobs)
+	// are counted in the DataPlaneUpToDate condition, for you to delete.
 	// +kubebuilder:default=Manual
 	// +optional
 	Type UpdateStrategyType `json:"type,omitempty"`
@@ -474,7 +478,9 @@ type UpdateStrategySpec struct {
 
 // RollingRestartSpec tunes the operator's restarts of outdated workloads.
 type RollingRestartSpec struct {
-	// maxConcurrentWorkloads is how many workloads restart at once.
+	// maxConcurrentWorkloads is how many workloads restart at once. A
+	// workload is restarting until none of its pods runs an outdated proxy;
+	// then the next one, by namespace, kind and name, starts.
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=100
