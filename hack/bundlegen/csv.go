@@ -323,49 +323,46 @@ func webhookDefinitions(deployments []*appsv1.Deployment, objs []*unstructured.U
 		if o.GroupVersionKind().Group != admissionregistrationv1.GroupName {
 			continue
 		}
-		var err error
+		// A validating webhook is a mutating one without reinvocation.
+		var typ v1alpha1.WebhookAdmissionType
+		var webhooks []admissionregistrationv1.MutatingWebhook
 		switch o.GetKind() {
 		case "ValidatingWebhookConfiguration":
-			var cfg *admissionregistrationv1.ValidatingWebhookConfiguration
-			if cfg, err = convert[admissionregistrationv1.ValidatingWebhookConfiguration](o); err != nil {
+			cfg, err := convert[admissionregistrationv1.ValidatingWebhookConfiguration](o)
+			if err != nil {
 				return nil, err
 			}
+			typ = v1alpha1.ValidatingAdmissionWebhook
 			for _, w := range cfg.Webhooks {
-				var d v1alpha1.WebhookDescription
-				if len(w.MatchConditions) > 0 {
-					return nil, fmt.Errorf("%s: webhook %s has matchConditions, which a CSV cannot express", objectKey(o), w.Name)
-				}
-				d, err = webhookDescription(o, w.Name, w.ClientConfig, w.NamespaceSelector, deployments, services, consumed)
-				if err != nil {
-					return nil, err
-				}
-				d.Type = v1alpha1.ValidatingAdmissionWebhook
-				d.Rules, d.FailurePolicy, d.MatchPolicy, d.ObjectSelector = w.Rules, w.FailurePolicy, w.MatchPolicy, w.ObjectSelector
-				d.SideEffects, d.TimeoutSeconds, d.AdmissionReviewVersions = w.SideEffects, w.TimeoutSeconds, w.AdmissionReviewVersions
-				out = append(out, d)
+				webhooks = append(webhooks, admissionregistrationv1.MutatingWebhook{
+					Name: w.Name, ClientConfig: w.ClientConfig, Rules: w.Rules, FailurePolicy: w.FailurePolicy,
+					MatchPolicy: w.MatchPolicy, NamespaceSelector: w.NamespaceSelector, ObjectSelector: w.ObjectSelector,
+					SideEffects: w.SideEffects, TimeoutSeconds: w.TimeoutSeconds, AdmissionReviewVersions: w.AdmissionReviewVersions,
+					MatchConditions: w.MatchConditions,
+				})
 			}
 		case "MutatingWebhookConfiguration":
-			var cfg *admissionregistrationv1.MutatingWebhookConfiguration
-			if cfg, err = convert[admissionregistrationv1.MutatingWebhookConfiguration](o); err != nil {
+			cfg, err := convert[admissionregistrationv1.MutatingWebhookConfiguration](o)
+			if err != nil {
 				return nil, err
 			}
-			for _, w := range cfg.Webhooks {
-				var d v1alpha1.WebhookDescription
-				if len(w.MatchConditions) > 0 {
-					return nil, fmt.Errorf("%s: webhook %s has matchConditions, which a CSV cannot express", objectKey(o), w.Name)
-				}
-				d, err = webhookDescription(o, w.Name, w.ClientConfig, w.NamespaceSelector, deployments, services, consumed)
-				if err != nil {
-					return nil, err
-				}
-				d.Type = v1alpha1.MutatingAdmissionWebhook
-				d.Rules, d.FailurePolicy, d.MatchPolicy, d.ObjectSelector = w.Rules, w.FailurePolicy, w.MatchPolicy, w.ObjectSelector
-				d.SideEffects, d.TimeoutSeconds, d.AdmissionReviewVersions = w.SideEffects, w.TimeoutSeconds, w.AdmissionReviewVersions
-				d.ReinvocationPolicy = w.ReinvocationPolicy
-				out = append(out, d)
-			}
+			typ, webhooks = v1alpha1.MutatingAdmissionWebhook, cfg.Webhooks
 		default:
 			continue
+		}
+		for _, w := range webhooks {
+			if len(w.MatchConditions) > 0 {
+				return nil, fmt.Errorf("%s: webhook %s has matchConditions, which a CSV cannot express", objectKey(o), w.Name)
+			}
+			d, err := webhookDescription(o, w.Name, w.ClientConfig, w.NamespaceSelector, deployments, services, consumed)
+			if err != nil {
+				return nil, err
+			}
+			d.Type = typ
+			d.Rules, d.FailurePolicy, d.MatchPolicy, d.ObjectSelector = w.Rules, w.FailurePolicy, w.MatchPolicy, w.ObjectSelector
+			d.SideEffects, d.TimeoutSeconds, d.AdmissionReviewVersions = w.SideEffects, w.TimeoutSeconds, w.AdmissionReviewVersions
+			d.ReinvocationPolicy = w.ReinvocationPolicy
+			out = append(out, d)
 		}
 		consumed[o] = true
 	}
