@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -13,20 +14,27 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-mesh/trellis/test/install"
 	"github.com/trellis-mesh/trellis/test/sampleapp/loadgen"
 	"github.com/trellis-mesh/trellis/test/testenv"
 )
 
-var kubectlBin, kustomizeBin string
+var (
+	kubectlBin, kustomizeBin string
+	cluster                  install.Cluster
+)
 
 func TestMain(m *testing.M) {
-	kubectlBin, kustomizeBin = os.Getenv("KUBECTL"), os.Getenv("KUSTOMIZE")
-	if os.Getenv("KUBECONFIG") == "" || kubectlBin == "" || kustomizeBin == "" {
-		fmt.Fprintln(os.Stderr, "e2e: KUBECONFIG, KUBECTL and KUSTOMIZE must be set: run `make test-e2e`")
+	var err error
+	if cluster, err = install.FromEnv(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.Exit(1)
 	}
-	if err := installGatewayAPI(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: installing the Gateway API's CRDs:", err)
+	kubectlBin, kustomizeBin = cluster.Kubectl, cluster.Kustomize
+	// The route CRDs come before the Mesh: its control plane looks for the
+	// route kinds when it starts.
+	if err := cluster.GatewayAPICRDs(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.Exit(1)
 	}
 	os.Exit(m.Run())
@@ -65,37 +73,18 @@ func kustomize(t *testing.T, dir string) string {
 	return string(out)
 }
 
-// waitForWebhook waits until the API server reaches the operator's webhook:
-// a server-side dry run of a Mesh is answered by it, not by a failed call.
-func waitForWebhook(t *testing.T) {
-	t.Helper()
-	mesh := "apiVersion: mesh.trellis.dev/v1alpha1\nkind: Mesh\nmetadata:\n  name: probe\nspec: {}\n"
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		cmd := exec.Command(kubectlBin, "apply", "--dry-run=server", "-f", "-")
-		cmd.Stdin = strings.NewReader(mesh)
-		out, err := cmd.CombinedOutput()
-		if err == nil || !strings.Contains(string(out), "failed calling webhook") {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the API server cannot reach the operator's webhook: %s", out)
-		}
-		time.Sleep(time.Second)
-	}
-}
-
 // The tests run in order: each builds on what the one before installed.
 
 func TestOperatorInstalledFromManifests(t *testing.T) {
 	start := time.Now()
-	kubectlApply(t, kustomize(t, "config/without-cert-manager"))
-	kubectl(t, "-n", "trellis-operator", "rollout", "status", "deployment/trellis-operator", "--timeout=180s")
-	t.Logf("operator available %.1fs after kubectl apply", time.Since(start).Seconds())
-	// The operator issued its own webhook certificate and put its CA in the
-	// webhook configuration: the API server now calls the webhook over TLS,
+	// kustomize build config/without-cert-manager, applied; then the
+	// operator issues its own webhook certificate and puts its CA in the
+	// webhook configuration, and the API server calls the webhook over TLS
 	// once kube-proxy has the webhook Service's endpoint.
-	waitForWebhook(t)
+	if err := cluster.Operator(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("operator available, its webhook reached, %.1fs after kubectl apply", time.Since(start).Seconds())
 	bundle := kubectl(t, "get", "validatingwebhookconfiguration", "trellis-validating-webhook-configuration",
 		"-o", "jsonpath={.webhooks[0].clientConfig.caBundle}")
 	if strings.TrimSpace(bundle) == "" {

@@ -3,29 +3,8 @@
 package e2e
 
 import (
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 )
-
-// installGatewayAPI installs the Gateway API's route CRDs of the
-// experimental channel (HTTPRoute's retry field is experimental), from the
-// module this project builds against, so that the control plane serves and
-// writes the status of GAMMA routes. Run before the Mesh exists: the
-// control plane looks for the route kinds when it starts.
-func installGatewayAPI() error {
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
-	if err != nil {
-		return err
-	}
-	dir := filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "experimental")
-	var args []string
-	for _, kind := range []string{"httproutes", "grpcroutes", "referencegrants"} {
-		args = append(args, "-f", filepath.Join(dir, "gateway.networking.k8s.io_"+kind+".yaml"))
-	}
-	return exec.Command(kubectlBin, append([]string{"apply", "--server-side"}, args...)...).Run()
-}
 
 // converterCanary splits the API's calls to the converter 80/20 between
 // its two versions.
