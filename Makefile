@@ -69,7 +69,7 @@ verify-generated: manifests generate ## Fail when committed generated files are 
 
 .PHONY: verify-kustomize
 verify-kustomize: kustomize ## Check that every kustomization under config/ builds.
-	@for k in config/default config/without-cert-manager config/crd config/rbac config/samples config/prometheus config/scorecard config/manifests; do \
+	@for k in config/default config/without-cert-manager config/crd config/rbac config/samples config/prometheus config/scorecard config/manifests config/grafana; do \
 		$(KUSTOMIZE) build $$k > /dev/null || { echo "kustomize build $$k failed" >&2; exit 1; }; \
 	done
 	@echo "kustomizations build"

@@ -4,10 +4,7 @@ package prometheus
 
 import (
 	"bytes"
-	"io/fs"
 	"os"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 
@@ -15,6 +12,7 @@ import (
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
 	"github.com/trellis-mesh/trellis/sidecar"
+	"github.com/trellis-mesh/trellis/test/metricnames"
 )
 
 type podMonitor struct {
@@ -66,27 +64,6 @@ func TestPodMonitors(t *testing.T) {
 	}
 }
 
-// exported finds the metric names the Go code of the repository declares.
-func exported(t *testing.T) map[string]bool {
-	t.Helper()
-	names := map[string]bool{}
-	decl := regexp.MustCompile(`Name: +"(trellis_[a-z_]+)"`)
-	err := filepath.WalkDir("../..", func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
-			return err
-		}
-		src, err := os.ReadFile(path)
-		for _, m := range decl.FindAllSubmatch(src, -1) {
-			names[string(m[1])] = true
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return names
-}
-
 // Every alert has a severity, a summary and a runbook line, and reads only
 // metrics that Trellis exports (or Prometheus's own up).
 func TestAlerts(t *testing.T) {
@@ -113,8 +90,10 @@ func TestAlerts(t *testing.T) {
 	if rule.Kind != "PrometheusRule" {
 		t.Fatalf("kind %q", rule.Kind)
 	}
-	names := exported(t)
-	metric := regexp.MustCompile(`trellis_[a-z_]+`)
+	names, err := metricnames.Declared("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
 	n := 0
 	for _, g := range rule.Spec.Groups {
 		for _, r := range g.Rules {
@@ -128,13 +107,12 @@ func TestAlerts(t *testing.T) {
 			if r.Annotations["summary"] == "" || len(r.Annotations["runbook"]) < 40 {
 				t.Errorf("%s: wants a summary and a runbook line", r.Alert)
 			}
-			used := metric.FindAllString(r.Expr, -1)
+			used := metricnames.Used(r.Expr)
 			if len(used) == 0 && !strings.Contains(r.Expr, "up{") {
 				t.Errorf("%s: %q reads no Trellis metric", r.Alert, r.Expr)
 			}
 			for _, m := range used {
-				base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(m, "_count"), "_bucket"), "_sum")
-				if !names[base] {
+				if !names[m] {
 					t.Errorf("%s: metric %s is not one Trellis exports", r.Alert, m)
 				}
 			}
