@@ -3,11 +3,14 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
+	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -17,7 +20,130 @@ import (
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
 	"github.com/trellis-mesh/trellis/inject"
+	"github.com/trellis-mesh/trellis/kubeversion"
+	"github.com/trellis-mesh/trellis/version"
 )
+
+func newInjectCommand(o *options) *cobra.Command {
+	var (
+		file, meshFile, image string
+		minor                 int
+	)
+	cmd := &cobra.Command{
+		Use:   "inject -f FILE",
+		Short: "Inject the sidecar into the pods and workloads of a manifest, offline",
+		Long: `Inject the sidecar into the Pods and workloads (Deployments, StatefulSets,
+DaemonSets, ReplicaSets, Jobs, CronJobs, ReplicationControllers) of a manifest,
+with the very function the admission webhook runs, as if their namespace were
+labeled for the Mesh. Other documents pass through unchanged.
+
+Use it for namespaces whose labels you cannot change, or to see what the
+webhook would do. The Mesh is read from the cluster (--mesh), or from a file
+with --mesh-file to work without one. What was not injected, and why, is
+printed on standard error; the manifest goes to standard output.`,
+		Example: `  # What the webhook would make of a Deployment
+  trellisctl inject -f deploy.yaml
+
+  # Offline, with the Mesh from a file, and apply the result
+  trellisctl inject -f deploy.yaml --mesh-file mesh.yaml | kubectl apply -f -`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return errors.New("inject: -f is required (a file, or - for standard input)")
+			}
+			var mesh *meshv1.Mesh
+			cfg := inject.Config{ProxyImage: image, KubernetesMinor: minor}
+			if meshFile != "" {
+				m, err := readMesh(meshFile)
+				if err != nil {
+					return err
+				}
+				mesh = m
+				if cfg.KubernetesMinor == 0 {
+					cfg.KubernetesMinor = 29
+				}
+			} else {
+				m, clusterMinor, err := meshFromCluster(cmd.Context(), o)
+				if err != nil {
+					return fmt.Errorf("%w (or give the Mesh with --mesh-file to inject offline)", err)
+				}
+				mesh = m
+				if cfg.KubernetesMinor == 0 {
+					cfg.KubernetesMinor = clusterMinor
+				}
+			}
+			// Documents that name no namespace go where kubectl apply would put them.
+			return runInject(file, cmd.InOrStdin(), o.stdout, o.stderr, mesh, cfg, o.ns())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&file, "filename", "f", "", "manifest to inject, or - for standard input (required)")
+	f.StringVar(&meshFile, "mesh-file", "", "read the Mesh from this YAML file instead of the cluster")
+	f.StringVar(&image, "proxy-image", version.Image+":"+version.Version, "the operator's default proxy image, used when the Mesh names none")
+	f.IntVar(&minor, "kubernetes-minor", 0, "the cluster's Kubernetes minor version (29 for 1.29), which decides native or classic sidecars; read from the cluster when 0, and 29 with --mesh-file")
+	_ = cmd.MarkFlagFilename("filename", "yaml", "yml", "json")
+	_ = cmd.MarkFlagFilename("mesh-file", "yaml", "yml")
+	return cmd
+}
+
+// runInject injects the manifest file (- for in) into out, and reports on
+// errOut what was not injected and the warnings.
+func runInject(file string, in io.Reader, out, errOut io.Writer, mesh *meshv1.Mesh, cfg inject.Config, namespace string) error {
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = f.Close() }()
+		in = f
+	}
+	results, err := injectManifests(in, out, mesh, cfg, namespace)
+	for _, r := range results {
+		switch {
+		case r.skipped:
+			_, _ = fmt.Fprintf(errOut, "%s: not injected: %s\n", r.ref, r.report.Skipped)
+		default:
+			for _, w := range r.report.Warnings {
+				_, _ = fmt.Fprintf(errOut, "%s: warning: %s\n", r.ref, w)
+			}
+		}
+	}
+	if err != nil && file != "-" {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	return err
+}
+
+func readMesh(path string) (*meshv1.Mesh, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	mesh := &meshv1.Mesh{}
+	if err := yaml.UnmarshalStrict(b, mesh); err != nil {
+		return nil, fmt.Errorf("%s: not a Mesh: %w", path, err)
+	}
+	if mesh.Kind != "Mesh" {
+		return nil, fmt.Errorf("%s: kind %q, want Mesh", path, mesh.Kind)
+	}
+	return mesh, nil
+}
+
+func meshFromCluster(ctx context.Context, o *options) (*meshv1.Mesh, int, error) {
+	cl, err := o.clients()
+	if err != nil {
+		return nil, 0, err
+	}
+	mesh, err := cl.getMesh(ctx, o.mesh)
+	if err != nil {
+		return nil, 0, err
+	}
+	minor, err := kubeversion.Minor(cl.cfg)
+	if err != nil {
+		return nil, 0, err
+	}
+	return mesh, minor, nil
+}
 
 // templatePaths says where each workload kind keeps the pod it makes.
 var templatePaths = map[string][]string{

@@ -1,169 +1,165 @@
-// Command trellisctl is Trellis's command line.
+// Command trellisctl is Trellis's command line, also run as the kubectl
+// plugin `kubectl trellis` (the same binary installed as kubectl-trellis).
 //
-//	trellisctl inject -f deploy.yaml [--mesh default | --mesh-file mesh.yaml]
+//	trellisctl check [--pre]            is the mesh healthy? (exit 1 when not)
+//	trellisctl stat [deploy|svc|route]  golden metrics per workload, Service or route
+//	trellisctl top                      the busiest routes, live
+//	trellisctl edges                    who calls whom, with identities and mTLS
+//	trellisctl proxy-status             each proxy's version, certificate and config
+//	trellisctl dashboard                the control plane's web page, port-forwarded
+//	trellisctl inject -f deploy.yaml    the admission webhook's injection, offline
 //
-// injects the sidecar into the pods and workloads of a manifest offline,
-// with the function the admission webhook runs, like `istioctl kube-inject`:
-// for namespaces whose labels cannot change, or to see what the webhook
-// would do.
+// The traffic commands read the control plane's JSON API (package
+// controlplane/traffic) through a port-forward to each of its replicas, as
+// kubectl port-forward does, and merge what the replicas say: each replica
+// knows only the proxies connected to it.
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"time"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
 
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/tools/clientcmd"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
+	"github.com/spf13/cobra"
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
-	"github.com/trellis-mesh/trellis/inject"
-	"github.com/trellis-mesh/trellis/kubeversion"
 	"github.com/trellis-mesh/trellis/version"
 )
 
-const usage = `trellisctl: Trellis's command line.
+// pluginName is the binary's name that makes kubectl run it as `kubectl trellis`.
+const pluginName = "kubectl-trellis"
 
-Commands:
-  inject     inject the sidecar into the pods and workloads of a manifest
-  version    print trellisctl's version
-
-Run 'trellisctl <command> -h' for a command's flags.
-`
+// errSilent is returned by a command that has already said what went wrong
+// (check's report): main exits 1 without printing it again.
+var errSilent = errors.New("")
 
 func main() {
-	if len(os.Args) < 2 {
-		_, _ = fmt.Fprint(os.Stderr, usage)
-		os.Exit(2)
-	}
-	var err error
-	switch os.Args[1] {
-	case "inject":
-		err = runInject(os.Args[2:], os.Stdin, os.Stdout, os.Stderr)
-	case "version":
-		fmt.Println(version.Version)
-	case "-h", "--help", "help":
-		fmt.Print(usage)
-	default:
-		_, _ = fmt.Fprintf(os.Stderr, "trellisctl: unknown command %q\n\n%s", os.Args[1], usage)
-		os.Exit(2)
-	}
-	if err != nil {
-		_, _ = fmt.Fprintln(os.Stderr, "trellisctl:", err)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cmd := newRootCommand(filepath.Base(os.Args[0]), os.Stdin, os.Stdout, os.Stderr)
+	if err := cmd.ExecuteContext(ctx); err != nil {
+		if !errors.Is(err, errSilent) {
+			_, _ = fmt.Fprintln(os.Stderr, "Error:", err)
+		}
 		os.Exit(1)
 	}
 }
 
-func runInject(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("inject", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	file := fs.String("f", "", "manifest to inject, or - for standard input (required)")
-	meshName := fs.String("mesh", meshv1.DefaultMeshName, "Mesh to inject for, read from the cluster of the current kubeconfig")
-	meshFile := fs.String("mesh-file", "", "read the Mesh from this YAML file instead of the cluster")
-	namespace := fs.String("namespace", "default", "namespace of the documents that name none")
-	image := fs.String("proxy-image", version.Image+":"+version.Version, "the operator's default proxy image, used when the Mesh names none")
-	minor := fs.Int("kubernetes-minor", 0, "the cluster's Kubernetes minor version (29 for 1.29), which decides native or classic sidecars; read from the cluster when 0, and 29 with --mesh-file")
-	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file; $KUBECONFIG or ~/.kube/config when empty")
-	if err := fs.Parse(args); err != nil {
-		return err
+// displayName is how the usage names the command: `kubectl trellis` when
+// kubectl runs the binary as its plugin.
+func displayName(argv0 string) string {
+	if strings.HasPrefix(argv0, pluginName) {
+		return "kubectl trellis"
 	}
-	if *file == "" {
-		fs.Usage()
-		return errors.New("inject: -f is required (a file, or - for standard input)")
-	}
-
-	var mesh *meshv1.Mesh
-	cfg := inject.Config{ProxyImage: *image, KubernetesMinor: *minor}
-	if *meshFile != "" {
-		m, err := readMesh(*meshFile)
-		if err != nil {
-			return err
-		}
-		mesh = m
-		if cfg.KubernetesMinor == 0 {
-			cfg.KubernetesMinor = 29
-		}
-	} else {
-		m, clusterMinor, err := meshFromCluster(*kubeconfig, *meshName)
-		if err != nil {
-			return fmt.Errorf("%w (or give the Mesh with --mesh-file to inject offline)", err)
-		}
-		mesh = m
-		if cfg.KubernetesMinor == 0 {
-			cfg.KubernetesMinor = clusterMinor
-		}
-	}
-
-	in := stdin
-	if *file != "-" {
-		f, err := os.Open(*file)
-		if err != nil {
-			return err
-		}
-		defer func() { _ = f.Close() }()
-		in = f
-	}
-	results, err := injectManifests(in, stdout, mesh, cfg, *namespace)
-	for _, r := range results {
-		switch {
-		case r.skipped:
-			_, _ = fmt.Fprintf(stderr, "%s: not injected: %s\n", r.ref, r.report.Skipped)
-		default:
-			for _, w := range r.report.Warnings {
-				_, _ = fmt.Fprintf(stderr, "%s: warning: %s\n", r.ref, w)
-			}
-		}
-	}
-	if err != nil && *file != "-" {
-		return fmt.Errorf("%s: %w", *file, err)
-	}
-	return err
+	return "trellisctl"
 }
 
-func readMesh(path string) (*meshv1.Mesh, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
+// newRootCommand builds the command tree. argv0 is the binary's base name;
+// tests pass their own streams.
+func newRootCommand(argv0 string, stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	o := &options{stdout: stdout, stderr: stderr}
+	name := displayName(argv0)
+	root := &cobra.Command{
+		Use:   "trellisctl",
+		Short: "Trellis's command line: check the mesh, see its traffic, inject sidecars",
+		Long: `trellisctl checks a Trellis mesh, shows its traffic and injects sidecars offline.
+
+The traffic commands (stat, top, edges, proxy-status, dashboard) read the
+golden metrics that the proxies report to the Mesh's control plane. They
+port-forward to each control plane replica (port 15014) of the Mesh named by
+--mesh, as kubectl port-forward does, so they need the rights to list pods in
+the mesh namespace and to create pods/portforward there.
+
+Numbers cover a window (--window, 10s to 5m, default 1m) of what the proxies
+reported; they report every 10 seconds, so the last seconds are not yet in.
+
+Every table command also prints JSON with -o json; its shape is the control
+plane API's (controlplane/traffic/api.go) and changes only by added fields.`,
+		Example: `  # Is the mesh healthy? Exit status 1 when a check fails.
+  trellisctl check
+
+  # Success rate, requests per second and latency of the workloads of shop
+  trellisctl stat -n shop
+
+  # Who calls whom in shop, with their identities and whether mTLS was used
+  trellisctl edges -n shop`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: name},
+		// Interspersed flags and args are what kubectl users expect.
+		Args: cobra.NoArgs,
 	}
-	mesh := &meshv1.Mesh{}
-	if err := yaml.UnmarshalStrict(b, mesh); err != nil {
-		return nil, fmt.Errorf("%s: not a Mesh: %w", path, err)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+
+	pf := root.PersistentFlags()
+	pf.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; $KUBECONFIG or ~/.kube/config when empty")
+	pf.StringVar(&o.context, "context", "", "kubeconfig context to use instead of the current one")
+	pf.StringVarP(&o.namespace, "namespace", "n", "", "namespace to show; the context's namespace, or default, when empty")
+	pf.StringVarP(&o.output, "output", "o", "table", "output format: table, wide (more columns) or json")
+	pf.StringVar(&o.mesh, "mesh", meshv1.DefaultMeshName, "name of the Mesh whose control plane and webhook to use")
+	pf.StringSliceVar(&o.controlPlaneURLs, "control-plane-url", nil,
+		"base URL of a control plane replica's HTTP port (http://host:15014), repeatable; skips finding and port-forwarding to its pods")
+	_ = pf.MarkHidden("control-plane-url")
+	pf.DurationVar(&o.requestTimeout, "request-timeout", defaultRequestTimeout, "how long to wait for each answer of the API server or the control plane")
+
+	_ = root.RegisterFlagCompletionFunc("namespace", o.completeNamespaces)
+	_ = root.RegisterFlagCompletionFunc("mesh", o.completeMeshes)
+	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "wide", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		switch o.output {
+		case "table", "wide", "json":
+			return nil
+		}
+		return fmt.Errorf("--output %q: use table, wide or json", o.output)
 	}
-	if mesh.Kind != "Mesh" {
-		return nil, fmt.Errorf("%s: kind %q, want Mesh", path, mesh.Kind)
+
+	root.AddCommand(
+		newCheckCommand(o),
+		newStatCommand(o),
+		newTopCommand(o),
+		newEdgesCommand(o),
+		newProxyStatusCommand(o),
+		newDashboardCommand(o),
+		newInjectCommand(o),
+		newVersionCommand(o),
+	)
+	// cobra adds `completion bash|zsh|fish|powershell` itself; its help
+	// names the command as the user runs it.
+	root.CompletionOptions.HiddenDefaultCmd = false
+	if name != "trellisctl" {
+		renameExamples(root, name)
 	}
-	return mesh, nil
+	return root
 }
 
-func meshFromCluster(kubeconfig, name string) (*meshv1.Mesh, int, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = kubeconfig
-	restCfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-	if err != nil {
-		return nil, 0, fmt.Errorf("loading kubeconfig: %w", err)
+// renameExamples makes the help's examples read as the user runs the
+// command: `kubectl trellis stat`, when run as the kubectl plugin.
+func renameExamples(cmd *cobra.Command, name string) {
+	cmd.Example = strings.ReplaceAll(cmd.Example, "trellisctl ", name+" ")
+	cmd.Long = strings.ReplaceAll(cmd.Long, "trellisctl ", name+" ")
+	for _, sub := range cmd.Commands() {
+		renameExamples(sub, name)
 	}
-	restCfg.Timeout = 15 * time.Second
-	scheme := runtime.NewScheme()
-	if err := meshv1.AddToScheme(scheme); err != nil {
-		return nil, 0, err
+}
+
+func newVersionCommand(o *options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print trellisctl's version",
+		Long: `Print trellisctl's version: the version of the proxies and the control plane
+it was released with, against which proxy-status and check judge a proxy old.`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			_, err := fmt.Fprintln(o.stdout, version.Version)
+			return err
+		},
 	}
-	c, err := client.New(restCfg, client.Options{Scheme: scheme})
-	if err != nil {
-		return nil, 0, err
-	}
-	mesh := &meshv1.Mesh{}
-	if err := c.Get(context.Background(), client.ObjectKey{Name: name}, mesh); err != nil {
-		return nil, 0, fmt.Errorf("reading Mesh %s: %w", name, err)
-	}
-	minor, err := kubeversion.Minor(restCfg)
-	if err != nil {
-		return nil, 0, err
-	}
-	return mesh, minor, nil
 }
