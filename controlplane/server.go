@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/trellis-mesh/trellis/ca"
+	"github.com/trellis-mesh/trellis/controlplane/dashboard"
 )
 
 const (
@@ -296,9 +297,10 @@ func (s *Server) Ready() error {
 }
 
 // Handler serves /healthz (the process runs), /readyz (it can sign and
-// serves gRPC) and /metrics.
+// serves gRPC), /metrics, and the dashboard's page at / (package dashboard).
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
+	dashboard.Register(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
