@@ -13,12 +13,15 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
 	"github.com/trellis-mesh/trellis/proxy/dataplane"
 	"github.com/trellis-mesh/trellis/proxy/destinations"
 	"github.com/trellis-mesh/trellis/proxy/identity"
+	"github.com/trellis-mesh/trellis/proxy/report"
 	"github.com/trellis-mesh/trellis/proxy/tracing"
+	"github.com/trellis-mesh/trellis/version"
 )
 
 // meshParts are the proxy's connection to the mesh: its identity, the
@@ -105,6 +108,41 @@ func startMesh(ctx context.Context, cfg runConfig, reg prometheus.Registerer, lo
 		}
 		go tracer.Run(ctx)
 	}
+	var rec *report.Recorder
+	if cfg.reportInterval > 0 {
+		// The report is a new stream on discovery's connection, so it
+		// presents the same certificate.
+		rec = report.NewRecorder(report.RecorderOptions{})
+		rep := report.NewReporter(report.Options{
+			Client:   controlplanev1.NewTelemetryServiceClient(discConn),
+			Recorder: rec,
+			Interval: cfg.reportInterval,
+			Info: func() *controlplanev1.ProxyInfo {
+				info := &controlplanev1.ProxyInfo{
+					Namespace: cfg.namespace, Pod: cfg.podName, Identity: id.ID(), Version: version.Version,
+				}
+				if na := id.NotAfter(); !na.IsZero() {
+					info.CertNotAfter = timestamppb.New(na)
+				}
+				last, streams := dests.Freshness()
+				if !last.IsZero() {
+					info.LastConfigAt = timestamppb.New(last)
+				}
+				info.DiscoveryStreams = uint32(streams)
+				return info
+			},
+			Log:        log.With("component", "report"),
+			Registerer: reg,
+		})
+		go func() {
+			// Reports are authenticated with the certificate.
+			select {
+			case <-id.Ready():
+				rep.Run(ctx)
+			case <-ctx.Done():
+			}
+		}()
+	}
 	m.dp = dataplane.New(dataplane.Options{
 		Identity:       id,
 		Destinations:   dests,
@@ -117,6 +155,7 @@ func startMesh(ctx context.Context, cfg runConfig, reg prometheus.Registerer, lo
 		Log:            log,
 		AccessLog:      access,
 		Tracer:         tracer,
+		Report:         rec,
 	})
 	go m.dp.Run(ctx)
 	go func() {

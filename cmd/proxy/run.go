@@ -68,6 +68,9 @@ type runConfig struct {
 	// tracingEndpoint is the OTLP/gRPC collector; none: no spans.
 	tracingEndpoint string
 	samplingPercent float64
+	// reportInterval is how often the proxy reports its traffic to the
+	// control plane; 0: never.
+	reportInterval time.Duration
 
 	logLevel  slog.Level
 	accessLog bool
@@ -97,6 +100,7 @@ func parseRunFlags(args []string, getenv func(string) string, stdout, stderr io.
 	fs.StringVar(&c.controlPlaneName, "control-plane-name", "", "the name the control plane's certificate must hold (default: the host of its address)")
 	fs.StringVar(&c.tokenFile, "token-file", sidecar.TokenDir+"/"+sidecar.TokenFile, "the pod's projected ServiceAccount token, audience "+sidecar.TokenAudience)
 	fs.StringVar(&c.trustBundleFile, "trust-bundle-file", sidecar.TrustBundleDir+"/"+sidecar.TrustBundleFile, "the mesh's roots, PEM")
+	fs.DurationVar(&c.reportInterval, "report-interval", 10*time.Second, "how often to send the control plane a summary of the traffic (trellisctl stat, the dashboard); 0: never")
 	fs.BoolVar(&c.pprof, "pprof", false, "serve Go's profiles on the admin address under /debug/pprof/")
 	if err := parse(fs, args, stdout, stderr); err != nil {
 		return runConfig{}, err

@@ -16,6 +16,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/destinations"
 	"github.com/trellis-mesh/trellis/proxy/identity"
 	netredirect "github.com/trellis-mesh/trellis/proxy/redirect"
+	"github.com/trellis-mesh/trellis/proxy/report"
 	"github.com/trellis-mesh/trellis/proxy/tracing"
 )
 
@@ -65,6 +66,9 @@ type Options struct {
 	AccessLog *slog.Logger
 	// Tracer exports a span per sampled HTTP request, when set.
 	Tracer *tracing.Exporter
+	// Report, when set, gets every request and opaque connection, for the
+	// control plane's traffic report.
+	Report *report.Recorder
 }
 
 // Proxy handles the forwarders' connections; see the package comment.
@@ -81,6 +85,7 @@ type Proxy struct {
 	log           *slog.Logger
 	access        *slog.Logger
 	tracer        *tracing.Exporter
+	rec           *report.Recorder
 	dialer        net.Dialer
 
 	// Outbound: destinations' compiled state, by destination.
@@ -116,6 +121,7 @@ func New(o Options) *Proxy {
 		log:           o.Log,
 		access:        o.AccessLog,
 		tracer:        o.Tracer,
+		rec:           o.Report,
 		out:           map[string]*outEntry{},
 	}
 	if p.detectTimeout <= 0 {

@@ -12,8 +12,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/trellis-mesh/trellis/proxy/report"
 	"github.com/trellis-mesh/trellis/proxy/tracing"
 )
 
@@ -22,6 +24,8 @@ type connInfo struct {
 	entry *outEntry      // outbound: the destination
 	dst   netip.AddrPort // the connection's original destination
 	peer  string         // inbound: the calling proxy's SPIFFE ID
+	// row is inbound's report row for peer, resolved at the first request.
+	row atomic.Pointer[report.Row]
 }
 
 type connInfoKey struct{}
@@ -166,7 +170,7 @@ func removeHopHeaders(h http.Header) {
 
 // copyResponse writes resp to w, its body flushed as it comes when its
 // length is not known (streams, gRPC), and its trailers after it.
-func copyResponse(w http.ResponseWriter, resp *http.Response) error {
+func copyResponse(w http.ResponseWriter, resp *http.Response) (int64, error) {
 	defer func() { _ = resp.Body.Close() }()
 	removeHopHeaders(resp.Header)
 	dst := w.Header()
@@ -174,39 +178,43 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) error {
 		dst[k] = vs
 	}
 	w.WriteHeader(resp.StatusCode)
+	var n int64
 	var err error
 	if resp.ContentLength == -1 {
-		err = copyFlushing(w, resp.Body)
+		n, err = copyFlushing(w, resp.Body)
 	} else {
-		_, err = io.Copy(w, resp.Body)
+		n, err = io.Copy(w, resp.Body)
 	}
 	for k, vs := range resp.Trailer {
 		dst[http.TrailerPrefix+k] = vs
 	}
-	return err
+	return n, err
 }
 
 // copyFlushing copies src to w, flushing after each read, so that each
 // message of a stream reaches the client when it arrives.
-func copyFlushing(w http.ResponseWriter, src io.Reader) error {
+func copyFlushing(w http.ResponseWriter, src io.Reader) (int64, error) {
 	rc := http.NewResponseController(w)
 	buf := bufPool.Get().(*[]byte)
 	defer bufPool.Put(buf)
+	var total int64
 	for {
 		n, err := src.Read(*buf)
 		if n > 0 {
-			if _, werr := w.Write((*buf)[:n]); werr != nil {
-				return werr
+			written, werr := w.Write((*buf)[:n])
+			total += int64(written)
+			if werr != nil {
+				return total, werr
 			}
 			if ferr := rc.Flush(); ferr != nil {
-				return ferr
+				return total, ferr
 			}
 		}
 		if err == io.EOF {
-			return nil
+			return total, nil
 		}
 		if err != nil {
-			return err
+			return total, err
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/detect"
 	"github.com/trellis-mesh/trellis/proxy/forward"
 	"github.com/trellis-mesh/trellis/proxy/identity"
+	"github.com/trellis-mesh/trellis/proxy/report"
 	"github.com/trellis-mesh/trellis/proxy/tracing"
 )
 
@@ -59,6 +60,7 @@ func (p *Proxy) Inbound(ctx context.Context, f *forward.Forwarder, c net.Conn, d
 		forward.Reset(c)
 		return
 	}
+	p.recordTCP(report.Key{Direction: controlplanev1.Direction_DIRECTION_INBOUND})
 	f.Relay(ctx, c, server, dst, start)
 }
 
@@ -95,6 +97,7 @@ func (p *Proxy) inboundMesh(ctx context.Context, f *forward.Forwarder, c net.Con
 			return
 		}
 		p.m.tcpOpened(inboundDir, peer, true)
+		p.recordTCP(report.Key{Direction: controlplanev1.Direction_DIRECTION_INBOUND, PeerIdentity: peer, MTLS: true})
 		f.Relay(ctx, tc, server, dst, start)
 	default:
 		_ = tc.Close()
@@ -107,6 +110,8 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	ci := connInfoFrom(r.Context())
 	n := p.m.inboundChildren(ci.peer, p.workload)
+	row := p.inboundRow(ci)
+	body := countBody(r)
 	var (
 		status  int
 		failure error
@@ -119,6 +124,7 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	if !p.authorizeHTTP(w, r, ci.peer, ci.dst.Port()) {
 		status = http.StatusForbidden
 		n.observe(status, start)
+		row.Observe(true, time.Since(start), reqBytes(r, body), 0)
 		return
 	}
 	out := r.Clone(r.Context())
@@ -145,11 +151,14 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 			status = http.StatusServiceUnavailable
 		}
 		n.observe(status, start)
+		row.Observe(false, time.Since(start), reqBytes(r, body), 0)
 		p.log.Debug("passing a request to the app", "port", ci.dst.Port(), "error", err)
 		proxyError(w, isGRPC(r), status, codeUnavailable, "the app did not answer on port "+itoa(uint32(ci.dst.Port()))+": "+err.Error())
 		return
 	}
 	status = resp.StatusCode
-	failure = copyResponse(w, resp)
+	var respBytes int64
+	respBytes, failure = copyResponse(w, resp)
 	n.observe(resp.StatusCode, start)
+	row.Observe(responseOK(resp, failure), time.Since(start), reqBytes(r, body), respBytes)
 }

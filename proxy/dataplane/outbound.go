@@ -14,6 +14,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/balance"
 	"github.com/trellis-mesh/trellis/proxy/detect"
 	"github.com/trellis-mesh/trellis/proxy/forward"
+	"github.com/trellis-mesh/trellis/proxy/report"
 	"github.com/trellis-mesh/trellis/proxy/tracing"
 )
 
@@ -83,6 +84,8 @@ func (p *Proxy) outboundTCP(ctx context.Context, f *forward.Forwarder, c net.Con
 		}
 		h.Done(start, nil)
 		p.m.tcpOpened(outboundDir, b.service, ep.Identity != "")
+		p.recordTCP(report.Key{Direction: controlplanev1.Direction_DIRECTION_OUTBOUND, PeerIdentity: ep.Identity, PeerPod: ep.Pod,
+			Service: b.service, MTLS: ep.Identity != "" && p.id != nil})
 		server, c = flushPeeked(c, server)
 		if server == nil {
 			forward.Reset(c)
@@ -140,6 +143,7 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	ci := connInfoFrom(r.Context())
 	st := ci.entry.current()
 	grpc := isGRPC(r)
+	body := countBody(r)
 	var (
 		status, retries int
 		endpoint        string
@@ -154,19 +158,19 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	rt, matched, ok := st.route(r)
 	if !ok {
 		status = http.StatusNotFound
-		p.m.outboundLocal(p.workload, st, status)
+		p.outboundLocal(st, rt, status, start, r, body)
 		proxyError(w, grpc, status, codeUnimplemented, "no route of "+st.name+" matches the request")
 		return
 	}
 	if rt.redirect != nil {
 		status = redirect(w, r, rt.redirect, matched, ci.dst.Port())
-		p.m.outboundLocal(p.workload, st, status)
+		p.outboundLocal(st, rt, status, start, r, body)
 		return
 	}
 	wb := rt.pickBackend()
 	if wb == nil {
 		status = http.StatusInternalServerError
-		p.m.outboundLocal(p.workload, st, status)
+		p.outboundLocal(st, rt, status, start, r, body)
 		proxyError(w, grpc, status, codeUnavailable, "route "+rt.name+" has no backend that can be sent to")
 		return
 	}
@@ -174,7 +178,7 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	if !take(&b.limits.requests, &b.limits.maxRequests) {
 		status = http.StatusServiceUnavailable
 		p.m.overflowed(b.service, "requests")
-		p.m.outboundLocal(p.workload, st, status)
+		p.outboundLocal(st, rt, status, start, r, body)
 		proxyError(w, grpc, status, codeUnavailable, b.name+" has max_pending_requests in flight from this pod already (its TrafficPolicy's connectionLimits)")
 		return
 	}
@@ -285,7 +289,7 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, balance.ErrNoEndpoints):
 		status, failure = http.StatusServiceUnavailable, err
-		p.m.outboundLocal(p.workload, st, status)
+		p.outboundLocal(st, rt, status, start, r, body)
 		proxyError(w, grpc, status, codeUnavailable, b.name+" has no ready endpoints")
 		return
 	case err != nil:
@@ -302,7 +306,7 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		} else if isConnectError(err) {
 			status = http.StatusServiceUnavailable
 		}
-		p.m.outboundLocal(p.workload, st, status)
+		p.outboundLocal(st, rt, status, start, r, body)
 		p.log.Debug("forwarding a request", "destination", ci.dst.String(), "error", err)
 		proxyError(w, grpc, status, codeForStatus(status), err.Error())
 		return
@@ -310,15 +314,19 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	ep := h.Endpoint()
 	status, endpoint = resp.StatusCode, ep.Address
 	n := p.m.outboundChildren(p.workload, b, ep.Identity)
+	row := p.outboundRow(rt, b, ep)
 	rt.responseHeaders.apply(resp.Header)
 	wb.responseHeaders.apply(resp.Header)
-	failure = copyResponse(w, resp)
+	var respBytes int64
+	respBytes, failure = copyResponse(w, resp)
+	succeeded := responseOK(resp, failure)
 	var failed error
-	if resp.StatusCode >= 500 || failure != nil || grpcFailed(resp) {
+	if !succeeded {
 		failed = errUpstream
 	}
 	h.Done(start, failed)
 	n.observe(resp.StatusCode, start)
+	row.Observe(succeeded, time.Since(start), reqBytes(r, body), respBytes)
 }
 
 // grpcFailed says whether a gRPC response (read to its end) failed in a

@@ -234,7 +234,14 @@ func itoa(n uint32) string {
 
 // route is a compiled Route.
 type route struct {
-	name     string
+	name string
+	// ref is <namespace>/<name> of the HTTPRoute or GRPCRoute, for the
+	// report; "" for the fallback.
+	ref string
+	// rows are the report rows of this route's requests, by endpoint
+	// (*controlplanev1.Endpoint → *report.Row; noEndpoint for the
+	// proxy's own answers).
+	rows     sync.Map
 	matches  []match
 	backends []*weighted
 	total    uint32
@@ -294,6 +301,7 @@ func (v valueMatch) holds(got string, ok bool) bool {
 func compileRoute(r *controlplanev1.Route, backends []*backend) *route {
 	out := &route{
 		name:            r.Name,
+		ref:             routeRef(r.Name),
 		requestHeaders:  r.RequestHeaders,
 		responseHeaders: r.ResponseHeaders,
 		redirect:        r.Redirect,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,6 +79,21 @@ type Client struct {
 
 	inbound     *InboundState
 	inboundOnce sync.Once
+
+	// streams and lastAnswer (Unix nanoseconds, 0 for never) are what
+	// Freshness reports.
+	streams    atomic.Int64
+	lastAnswer atomic.Int64
+}
+
+// Freshness is when the last answer came on any stream (zero before the
+// first) and how many streams are open: how current the proxy's view of
+// the mesh is, for the control plane's proxy status.
+func (c *Client) Freshness() (lastAnswer time.Time, streams int) {
+	if ns := c.lastAnswer.Load(); ns != 0 {
+		lastAnswer = time.Unix(0, ns)
+	}
+	return lastAnswer, int(c.streams.Load())
 }
 
 // New returns a client that watches nothing yet. Call Run.

@@ -67,11 +67,14 @@ func (w *watcher[M, P]) stream(ctx context.Context) error {
 	}
 	w.metrics.streams.Inc()
 	defer w.metrics.streams.Dec()
+	w.c.streams.Add(1)
+	defer w.c.streams.Add(-1)
 	for answered := false; ; answered = true {
 		m, err := s.Recv()
 		if err != nil {
 			return err
 		}
+		w.c.lastAnswer.Store(time.Now().UnixNano())
 		if !answered {
 			w.restored()
 		}

@@ -82,7 +82,8 @@ type ReportRequest struct {
 	// caller's certificate on every message.
 	Proxy *ProxyInfo `protobuf:"bytes,1,opt,name=proxy,proto3" json:"proxy,omitempty"`
 	// interval is the span the rows cover: from the previous report's end
-	// (or the proxy's start) to now. At most 10 minutes.
+	// (or the proxy's start) to now. At most 10 minutes. A report split in
+	// several messages gives each the same interval.
 	Interval *durationpb.Duration `protobuf:"bytes,2,opt,name=interval,proto3" json:"interval,omitempty"`
 	// latency_bounds_ms are the upper bounds of the latency histogram's
 	// buckets, in milliseconds, increasing; a last bucket (no bound) holds
@@ -92,7 +93,8 @@ type ReportRequest struct {
 	// other bounds (a proxy of an incompatible version).
 	LatencyBoundsMs []float64 `protobuf:"fixed64,3,rep,packed,name=latency_bounds_ms,json=latencyBoundsMs,proto3" json:"latency_bounds_ms,omitempty"`
 	// rows are the interval's counts, only those with a non-zero count; at
-	// most 1000 (a proxy with more sends several messages).
+	// most 500, so that a message stays well below the control plane's
+	// 256 KiB limit (a proxy with more sends several messages).
 	Rows []*TrafficRow `protobuf:"bytes,4,rep,name=rows,proto3" json:"rows,omitempty"`
 	// dropped_reports is how many intervals the proxy counted but could not
 	// send (the control plane was away), since it started.
