@@ -6,7 +6,8 @@
 // their own pods (DiscoveryService) on its gRPC port, over TLS with a
 // certificate it signs for itself, writes the status of the GAMMA routes
 // of its Mesh's namespaces (one elected replica), and serves health and
-// metrics on its HTTP port.
+// metrics on its HTTP port, with the traffic the proxies report
+// (TelemetryService) under /api/v1/.
 package main
 
 import (
@@ -27,6 +28,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
@@ -34,6 +36,7 @@ import (
 	"github.com/trellis-mesh/trellis/controlplane"
 	"github.com/trellis-mesh/trellis/controlplane/auth"
 	"github.com/trellis-mesh/trellis/controlplane/discovery"
+	"github.com/trellis-mesh/trellis/controlplane/traffic"
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
 )
 
@@ -52,6 +55,7 @@ func main() {
 	var kubeQPS float64
 	var kubeBurst int
 	var mtlsMode string
+	var trafficMaxRows int
 	flag.StringVar(&cfg.Mesh, "mesh", "default", "name of the Mesh this control plane serves")
 	flag.StringVar(&cfg.Namespace, "namespace", "trellis-system", "namespace the control plane runs in")
 	flag.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of the mesh")
@@ -67,6 +71,8 @@ func main() {
 	flag.IntVar(&kubeBurst, "kube-api-burst", 200, "burst of requests to the Kubernetes API server")
 	flag.StringVar(&logLevel, "log-level", "info", "error, warn, info, debug or trace")
 	flag.StringVar(&mtlsMode, "mtls-mode", string(meshv1.MTLSModePermissive), "the Mesh's spec.mtls.mode, sent to every proxy: Permissive or Strict")
+	flag.IntVar(&trafficMaxRows, "traffic-max-rows", 4096,
+		"most rows of the proxies' traffic reports kept per 10 s bucket (30 buckets: the last 5 minutes); more are dropped and counted in trellis_controlplane_traffic_rows_dropped_total")
 	flag.Parse()
 
 	level := slog.LevelInfo
@@ -102,7 +108,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	ctx = logr.NewContext(ctx, logr.FromSlogHandler(logger.Handler()))
-	if err := run(ctx, cfg, kube, restCfg, meshv1.MTLSMode(mtlsMode), logger); err != nil {
+	if err := run(ctx, cfg, kube, restCfg, meshv1.MTLSMode(mtlsMode), trafficMaxRows, logger); err != nil {
 		logger.Error("control plane stopped", "error", err)
 		os.Exit(1)
 	}
@@ -140,17 +146,17 @@ func kubeClient(rc *rest.Config) (kubernetes.Interface, error) {
 // the route status writer behind leader election, and returns the service
 // to register. The gRPC server starts once the caches have synced, so that
 // no proxy is told a half-read cluster.
-func startDiscovery(ctx context.Context, cfg controlplane.Config, restCfg *rest.Config, mode meshv1.MTLSMode, reg prometheus.Registerer, logger *slog.Logger) (*discovery.Server, error) {
+func startDiscovery(ctx context.Context, cfg controlplane.Config, restCfg *rest.Config, mode meshv1.MTLSMode, reg prometheus.Registerer, logger *slog.Logger) (*discovery.Server, cache.Cache, error) {
 	ix := discovery.NewIndex(discovery.Config{Mesh: cfg.Mesh, TrustDomain: cfg.TrustDomain, MTLSMode: mode})
 	if err := ix.Register(reg); err != nil {
-		return nil, fmt.Errorf("discovery metrics: %w", err)
+		return nil, nil, fmt.Errorf("discovery metrics: %w", err)
 	}
 	c, err := discovery.NewCache(restCfg)
 	if err != nil {
-		return nil, fmt.Errorf("discovery cache: %w", err)
+		return nil, nil, fmt.Errorf("discovery cache: %w", err)
 	}
 	if err := ix.Watch(ctx, c); err != nil {
-		return nil, fmt.Errorf("discovery watches: %w", err)
+		return nil, nil, fmt.Errorf("discovery watches: %w", err)
 	}
 	go func() {
 		if err := c.Start(ctx); err != nil {
@@ -161,11 +167,11 @@ func startDiscovery(ctx context.Context, cfg controlplane.Config, restCfg *rest.
 
 	kc, err := client.New(restCfg, client.Options{Scheme: discovery.Scheme()})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	identity, err := os.Hostname() // the pod's name
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	go func() {
 		err := discovery.RunElected(ctx, restCfg,
@@ -183,17 +189,17 @@ func startDiscovery(ctx context.Context, cfg controlplane.Config, restCfg *rest.
 	select {
 	case <-ix.Synced():
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, nil, ctx.Err()
 	}
 	srv := discovery.NewServer(ix)
 	srv.PeerIdentity = func(ctx context.Context) (string, string, bool) {
 		p, ok := auth.FromContext(ctx)
 		return p.Namespace, p.ServiceAccount, ok
 	}
-	return srv, nil
+	return srv, c, nil
 }
 
-func run(ctx context.Context, cfg controlplane.Config, kube kubernetes.Interface, restCfg *rest.Config, mode meshv1.MTLSMode, logger *slog.Logger) error {
+func run(ctx context.Context, cfg controlplane.Config, kube kubernetes.Interface, restCfg *rest.Config, mode meshv1.MTLSMode, trafficMaxRows int, logger *slog.Logger) error {
 	// Whichever server fails first stops the other.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -205,17 +211,27 @@ func run(ctx context.Context, cfg controlplane.Config, kube kubernetes.Interface
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.GRPCAddr, err)
 	}
+	// The proxies' traffic reports, served on the HTTP port's /api/v1/.
+	store := traffic.NewStore(traffic.Options{MaxRowsPerBucket: trafficMaxRows})
+	if err := store.Register(srv.Registry()); err != nil {
+		return fmt.Errorf("traffic metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/api/v1/", store.Handler())
+	mux.Handle("/", srv.Handler())
 	// Health first: /healthz answers, and /readyz says not ready, while the
 	// discovery caches sync.
-	httpSrv := &http.Server{Addr: cfg.HTTPAddr, Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	httpSrv := &http.Server{Addr: cfg.HTTPAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- httpSrv.ListenAndServe() }()
-	disco, err := startDiscovery(ctx, cfg, restCfg, mode, srv.Registry(), logger)
+	disco, podCache, err := startDiscovery(ctx, cfg, restCfg, mode, srv.Registry(), logger)
 	if err != nil {
 		return err
 	}
+	store.SetPods(traffic.ReaderPods(podCache))
 	gs := srv.GRPCServer()
 	controlplanev1.RegisterDiscoveryServiceServer(gs, disco)
+	traffic.NewServer(store).Register(gs)
 	grpcDone := make(chan error, 1)
 	go func() { grpcDone <- srv.ServeGRPC(ctx, gs, lis, grpcShutdownGrace) }()
 
