@@ -124,6 +124,13 @@ test-go: envtest-assets ## Unit and integration tests (a real kube-apiserver and
 	KUBEBUILDER_ASSETS="$$(hack/build-k8s.sh kube-apiserver etcd kubectl | tail -n1)" \
 		go test ./... -count=1 -timeout 20m
 
+# The dashboard's page in Debian's chromium, headless: the tests may not
+# skip for want of a browser here. Screenshots go to _output/screenshots/.
+.PHONY: test-dashboard
+test-dashboard: ## The dashboard's page in headless Chromium (installed from Debian when missing, as root): graph, colours, live updates, API errors; screenshots in _output/screenshots/.
+	@hack/install-chromium.sh > /dev/null
+	TRELLIS_REQUIRE_CHROMIUM=1 go test ./controlplane/dashboard/... ./test/browser/... -count=1 -timeout 5m
+
 .PHONY: bench-operator
 bench-operator: envtest-assets ## How long the operator takes from Mesh creation to its objects and to Ready.
 	KUBEBUILDER_ASSETS="$$(hack/build-k8s.sh kube-apiserver etcd kubectl | tail -n1)" \
@@ -185,6 +192,18 @@ cluster-deps: ## Install containerd, runc, the CNI plugins and iptables from Deb
 cluster-binaries: ## Build (or reuse) every Kubernetes binary the local cluster runs, and CoreDNS.
 	@hack/build-k8s.sh $(CLUSTER_BINARIES) > /dev/null
 
+# cert-manager, for config/default's webhook certificate in the end-to-end
+# tests: hack/certmanager's controller and cainjector, one image, and the
+# CRDs of the same module, which test/install.CertManager applies.
+CERT_MANAGER_DIR := $(CACHE)/cert-manager/$(shell sed -n 's/^[[:space:]]*github.com\/cert-manager\/cert-manager \(v[^ ]*\)$$/\1/p' hack/certmanager/go.mod)
+CERT_MANAGER_IMAGE = trellis.local/cert-manager:$(notdir $(CERT_MANAGER_DIR))
+CERT_MANAGER_IMAGE_SPEC = --image 'ref=$(CERT_MANAGER_IMAGE),entrypoint=/cert-manager,user=65532,file=$(CERT_MANAGER_DIR)/cert-manager:/cert-manager'
+export CERT_MANAGER_DIR CERT_MANAGER_IMAGE
+
+.PHONY: cert-manager-binaries
+cert-manager-binaries: ## Build (or reuse) cert-manager's controller and cainjector (hack/certmanager) and its CRDs.
+	@hack/build-cert-manager.sh > /dev/null
+
 .PHONY: echo-binaries
 echo-binaries: ## Build (or reuse) Istio's echo server and client, which the conformance suite's echo image runs.
 	@hack/build-echo.sh > /dev/null
@@ -202,9 +221,9 @@ IMAGE_SPECS = \
 IMAGEBUILD = go run ./cmd/imagebuild --ldflags "-X github.com/trellis-mesh/trellis/version.Version=$(VERSION) -X github.com/trellis-mesh/trellis/version.Image=$(IMAGE)"
 
 .PHONY: images
-images: cluster-binaries ## Build every image (no Docker) into one OCI archive under ~/.cache/trellis/images.
+images: cluster-binaries cert-manager-binaries ## Build every image (no Docker) into one OCI archive under ~/.cache/trellis/images; cert-manager's too.
 	@mkdir -p $(dir $(IMAGES_ARCHIVE))
-	$(IMAGEBUILD) --out $(IMAGES_ARCHIVE) $(IMAGE_SPECS)
+	$(IMAGEBUILD) --out $(IMAGES_ARCHIVE) $(IMAGE_SPECS) $(CERT_MANAGER_IMAGE_SPEC)
 
 .PHONY: conformance-images
 conformance-images: cluster-binaries echo-binaries ## The images and the conformance suite's echo image, into their own archive.
@@ -231,6 +250,15 @@ test-e2e: cluster-deps images kustomize ## End-to-end tests on the local cluster
 build: ## Build the operator and the control plane into bin/.
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(LOCALBIN)/manager .
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(LOCALBIN)/controlplane ./cmd/controlplane
+
+# kubectl runs any kubectl-<name> on the PATH as `kubectl <name>`, and asks
+# kubectl_complete-<name> for its completions.
+.PHONY: trellisctl
+trellisctl: ## Build trellisctl into bin/, also as the kubectl plugin bin/kubectl-trellis (put bin/ on the PATH to run `kubectl trellis`).
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(LOCALBIN)/trellisctl ./cmd/trellisctl
+	ln -sf trellisctl $(LOCALBIN)/kubectl-trellis
+	printf '#!/bin/sh\nexec kubectl-trellis __complete "$$@"\n' > $(LOCALBIN)/kubectl_complete-trellis
+	chmod +x $(LOCALBIN)/kubectl_complete-trellis
 
 .PHONY: run
 run: manifests generate ## Run the operator against the cluster of the current kubeconfig.

@@ -76,19 +76,35 @@ func kustomize(t *testing.T, dir string) string {
 // The tests run in order: each builds on what the one before installed.
 
 func TestOperatorInstalledFromManifests(t *testing.T) {
+	ctx := context.Background()
 	start := time.Now()
-	// kustomize build config/without-cert-manager, applied; then the
-	// operator issues its own webhook certificate and puts its CA in the
-	// webhook configuration, and the API server calls the webhook over TLS
-	// once kube-proxy has the webhook Service's endpoint.
-	if err := cluster.Operator(context.Background()); err != nil {
+	// config/default, as the README's kubectl apply -k: cert-manager
+	// (installed first, as a user's cluster has it) issues the webhook's
+	// serving certificate and its CA injector puts the CA in the webhook
+	// configuration; the API server calls the webhook over TLS once
+	// kube-proxy has the webhook Service's endpoint.
+	if err := cluster.CertManager(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("operator available, its webhook reached, %.1fs after kubectl apply", time.Since(start).Seconds())
+	t.Logf("cert-manager available %.1fs after kubectl apply", time.Since(start).Seconds())
+	start = time.Now()
+	if err := cluster.Operator(ctx, "default"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("operator available, its webhook reached, %.1fs after kubectl apply -k config/default", time.Since(start).Seconds())
+	// The certificate the webhook serves is cert-manager's, and the
+	// caBundle the API server trusts is the CA cert-manager injected.
+	kubectl(t, "-n", "trellis-operator", "wait", "certificate/trellis-webhook-serving", "--for=condition=Ready", "--timeout=60s")
+	issuer := kubectl(t, "-n", "trellis-operator", "get", "secret", "webhook-serving-cert",
+		"-o", "jsonpath={.metadata.annotations.cert-manager\\.io/issuer-name}")
+	if issuer != "trellis-selfsigned" {
+		t.Errorf("webhook serving Secret issued by %q, want cert-manager's Issuer trellis-selfsigned", issuer)
+	}
+	ca := kubectl(t, "-n", "trellis-operator", "get", "secret", "webhook-serving-cert", "-o", "jsonpath={.data.ca\\.crt}")
 	bundle := kubectl(t, "get", "validatingwebhookconfiguration", "trellis-validating-webhook-configuration",
 		"-o", "jsonpath={.webhooks[0].clientConfig.caBundle}")
-	if strings.TrimSpace(bundle) == "" {
-		t.Fatal("no caBundle in the operator's webhook configuration")
+	if strings.TrimSpace(bundle) == "" || strings.TrimSpace(bundle) != strings.TrimSpace(ca) {
+		t.Fatalf("the webhook configuration's caBundle (%d bytes) is not cert-manager's CA (%d bytes)", len(bundle), len(ca))
 	}
 }
 

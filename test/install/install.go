@@ -50,26 +50,30 @@ func (c Cluster) GatewayAPICRDs(ctx context.Context) error {
 	return nil
 }
 
-// Operator installs the operator from config/without-cert-manager, and
-// waits until it is available and the API server reaches its webhook.
-func (c Cluster) Operator(ctx context.Context) error {
-	manifests, err := exec.CommandContext(ctx, c.Kustomize, "build", filepath.Join(testenv.RepoRoot(), "config", "without-cert-manager")).Output()
+// Operator installs the operator from a kustomization of config/
+// ("default", which needs cert-manager, or "without-cert-manager"), as
+// `kubectl apply -k config/<overlay>` does, and waits until it is
+// available and the API server reaches its webhook.
+func (c Cluster) Operator(ctx context.Context, overlay string) error {
+	manifests, err := exec.CommandContext(ctx, c.Kustomize, "build", filepath.Join(testenv.RepoRoot(), "config", overlay)).Output()
 	if err != nil {
-		return fmt.Errorf("kustomize build config/without-cert-manager: %w", err)
+		return fmt.Errorf("kustomize build config/%s: %w", overlay, err)
 	}
 	if _, err := c.kubectlStdin(ctx, string(manifests), "apply", "--server-side", "--force-conflicts", "-f", "-"); err != nil {
 		return fmt.Errorf("installing the operator: %w", err)
 	}
 	if _, err := c.kubectl(ctx, "-n", "trellis-operator", "rollout", "status", "deployment/trellis-operator", "--timeout=180s"); err != nil {
-		return fmt.Errorf("the operator did not become available: %w", err)
+		pods, _ := c.kubectl(ctx, "-n", "trellis-operator", "describe", "pods")
+		return fmt.Errorf("the operator did not become available: %w\n%s%s", err, pods, c.certManagerState(ctx))
 	}
 	return c.waitForWebhook(ctx)
 }
 
 // waitForWebhook waits until the API server reaches the operator's webhook:
 // a server-side dry run of a Mesh is answered by it, not by a failed call.
-// The operator issues the webhook's certificate itself, and kube-proxy must
-// have the webhook Service's endpoint.
+// The webhook's certificate must be in place (issued by the operator, or
+// by cert-manager and its CA injected into the configuration), and
+// kube-proxy must have the webhook Service's endpoint.
 func (c Cluster) waitForWebhook(ctx context.Context) error {
 	const probe = "apiVersion: mesh.trellis.dev/v1alpha1\nkind: Mesh\nmetadata:\n  name: probe\nspec: {}\n"
 	deadline := time.Now().Add(60 * time.Second)
