@@ -257,7 +257,7 @@ func (c *checker) checkTraffic(mesh *meshv1.Mesh, want string) {
 		return
 	}
 	c.fail(success, fmt.Sprintf("%d %s failing", len(failing), plural(len(failing), "workload is", "workloads are")),
-		"its own answers fail, not the mesh's: read the workload's logs, and `trellisctl edges -n NAMESPACE` for which callers see the failures", failing...)
+		"these rows are what the workloads' own proxies served: read the workloads' logs (`kubectl -n NAMESPACE logs deployment/NAME`), and `trellisctl edges -n NAMESPACE` for the callers that see the failures", failing...)
 }
 
 // shortDuration prints 1m rather than Go's 1m0s.

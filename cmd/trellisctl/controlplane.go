@@ -13,6 +13,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
@@ -183,7 +184,11 @@ func forwardPort(ctx context.Context, cl *clients, ns, pod string, local, port i
 		if err == nil {
 			err = errors.New("port-forward ended before it was ready")
 		}
-		return 0, nil, fmt.Errorf("port-forward to pod %s/%s port %d: %w (it needs the right to create pods/portforward in %s)", ns, pod, port, err, ns)
+		hint := "the API server must reach the pod's kubelet"
+		if apierrors.IsForbidden(err) || strings.Contains(err.Error(), "forbidden") {
+			hint = "it needs the right to create pods/portforward in " + ns
+		}
+		return 0, nil, fmt.Errorf("port-forward to pod %s/%s port %d: %w (%s)", ns, pod, port, err, hint)
 	case <-ctx.Done():
 		cancel()
 		return 0, nil, ctx.Err()
