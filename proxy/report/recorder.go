@@ -78,10 +78,14 @@ func (r *Row) Observe(ok bool, d time.Duration, reqBytes, respBytes int64) {
 	if r == nil {
 		return
 	}
-	r.latency[bucketOf(d)].Add(1)
+	// The success first, the bucket (the request) after, and take swaps
+	// them in the other order: a report then never misses the success of
+	// a request it counts, and one whose request it has not counted yet
+	// goes back to the next report (see take).
 	if ok {
 		r.successes.Add(1)
 	}
+	r.latency[bucketOf(d)].Add(1)
 	if reqBytes > 0 {
 		r.reqBytes.Add(uint64(reqBytes))
 	}
@@ -114,7 +118,8 @@ func (r *Row) take() *controlplanev1.TrafficRow {
 	if successes > requests {
 		// A request that ended during the swaps has its success here and
 		// its bucket in the next report: give the success back, so that
-		// no report has more successes than requests.
+		// no report has more successes than requests, and the next one,
+		// which counts the request, has it.
 		r.successes.Add(successes - requests)
 		successes = requests
 	}
