@@ -2,6 +2,7 @@ package report
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -33,7 +34,7 @@ func (s *sink) Report(stream grpc.ClientStreamingServer[controlplanev1.ReportReq
 	s.streams.Add(1)
 	for {
 		req, err := stream.Recv()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return stream.SendAndClose(&controlplanev1.ReportResponse{})
 		}
 		if err != nil {
