@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
+	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -9,10 +12,12 @@ import (
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
 	"github.com/trellis-mesh/trellis/controllers"
+	"github.com/trellis-mesh/trellis/sidecar"
 	"github.com/trellis-mesh/trellis/version"
 )
 
@@ -139,4 +144,74 @@ func TestTrafficCommandsFindTheControlPlanePods(t *testing.T) {
 		t.Errorf("edges without a kubelet: %v", err)
 	}
 	t.Logf("edges without a kubelet: %v", err)
+}
+
+func TestInjectCommandKeepsItsFlags(t *testing.T) {
+	dir := t.TempDir()
+	meshFile, manifest := dir+"/mesh.yaml", dir+"/pod.yaml"
+	if err := os.WriteFile(meshFile, []byte("apiVersion: mesh.trellis.dev/v1alpha1\nkind: Mesh\nmetadata:\n  name: default\nspec:\n  namespace: trellis-system\n  trustDomain: cluster.local\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pods := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: web\n    image: web:1\n" +
+		"---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: out\n  labels:\n    trellis.dev/inject: \"false\"\nspec:\n  containers:\n  - name: app\n    image: app:1\n"
+	if err := os.WriteFile(manifest, []byte(pods), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err := run(t, "trellisctl", "inject", "-f", manifest, "--mesh-file", meshFile, "-n", "shop", "--kubernetes-minor", "33", noCluster(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "name: "+sidecar.ProxyContainerName) || !strings.Contains(out, "image: "+version.Image+":"+version.Version) {
+		t.Errorf("inject printed no sidecar of the default image:\n%s", out)
+	}
+	if want := "Pod shop/out: not injected: OptedOut"; !strings.Contains(errOut, want) {
+		t.Errorf("stderr %q lacks %q", errOut, want)
+	}
+	if _, _, err := run(t, "trellisctl", "inject", "--mesh-file", meshFile, noCluster(t)); err == nil || !strings.Contains(err.Error(), "-f is required") {
+		t.Errorf("inject without -f: %v", err)
+	}
+	// Without --mesh-file the Mesh comes from the cluster.
+	if _, _, err := run(t, "trellisctl", "inject", "-f", manifest, "--mesh", "absent", "--kubeconfig="+kubeconfig); err == nil ||
+		!strings.Contains(err.Error(), "reading Mesh absent") || !strings.Contains(err.Error(), "--mesh-file") {
+		t.Errorf("inject for a missing Mesh: %v", err)
+	}
+}
+
+func TestClockSkewCountsOnlyBeyondTheUncertainty(t *testing.T) {
+	date := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
+	cases := map[string]struct {
+		t0, t1 time.Time // when the request left and its answer came
+		want   time.Duration
+	}{
+		"same second":        {date.Add(200 * time.Millisecond), date.Add(300 * time.Millisecond), 0},
+		"slow answer":        {date.Add(-2 * time.Second), date.Add(3 * time.Second), 0},
+		"local clock ahead":  {date.Add(9 * time.Second), date.Add(9*time.Second + 10*time.Millisecond), 8 * time.Second},
+		"local clock behind": {date.Add(-7 * time.Second), date.Add(-6 * time.Second), -6 * time.Second},
+	}
+	for name, tc := range cases {
+		if got := clockSkew(tc.t0, tc.t1, date); got != tc.want {
+			t.Errorf("%s: skew %s, want %s", name, got, tc.want)
+		}
+	}
+}
+
+func TestCheckFailsWithoutAnAPIServer(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	_ = lis.Close()
+	path := t.TempDir() + "/kubeconfig"
+	if err := writeKubeconfig(&rest.Config{Host: "https://" + addr}, path); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := run(t, "trellisctl", "check", "--kubeconfig="+path, "--request-timeout=2s")
+	if !errors.Is(err, errSilent) {
+		t.Errorf("check ended with %v, want the exit status of a failed check", err)
+	}
+	if !strings.Contains(out, "× can reach the API server: https://"+addr) || !strings.Contains(out, "    fix: check that the cluster is up") ||
+		!strings.HasSuffix(out, "Status check results are × (1 error, 0 warnings)\n") {
+		t.Errorf("check printed:\n%s", out)
+	}
 }
