@@ -133,9 +133,9 @@ var stateColor = map[string]string{
 // checkGraph compares the page's edges with the API's answer: the same
 // pairs, the same numbers, the state the documented thresholds give and
 // its colour. It returns the page's edges by source and destination.
-func checkGraph(t *testing.T, d *browser.Dashboard, apiURL string) map[[2]string]browser.DashboardEdge {
+func checkGraph(t *testing.T, d *browser.Dashboard, apiURL, query string) map[[2]string]browser.DashboardEdge {
 	t.Helper()
-	api := getJSON[traffic.EdgesResponse](t, apiURL+traffic.PathEdges+"?window=1m")
+	api := getJSON[traffic.EdgesResponse](t, apiURL+traffic.PathEdges+"?"+query)
 	want := mergeAPIEdges(api.Edges)
 	page, err := d.Edges()
 	if err != nil {
@@ -248,7 +248,7 @@ func TestGraph(t *testing.T) {
 	if err := d.WaitGraph(5, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	edges := checkGraph(t, d, srv.URL)
+	edges := checkGraph(t, d, srv.URL, "window=1m")
 	if len(edges) != 5 {
 		t.Errorf("the graph has %d edges, want 5 (outside→api, loadgen→api, web→api, api→converter-v1, api→converter-v2)", len(edges))
 	}
@@ -345,7 +345,7 @@ func TestGraph(t *testing.T) {
 	if after.Updates <= st.Updates || after.Status != "ok" {
 		t.Errorf("status after new reports: %+v, before %+v", after, st)
 	}
-	edges = checkGraph(t, d, srv.URL)
+	edges = checkGraph(t, d, srv.URL, "window=1m")
 	if e := edges[[2]string{"temperature/loadgen", "temperature/temperature-api"}]; e.Requests != 800 {
 		t.Errorf("loadgen → temperature-api after the second interval: %d requests, want 800", e.Requests)
 	}
@@ -394,6 +394,25 @@ func TestGraph(t *testing.T) {
 	api.mode.Store(apiOK)
 	if err := d.WaitFor(`document.body.dataset.status === 'ok' && document.getElementById('error').hidden`, 10*time.Second); err != nil {
 		t.Fatal(err)
+	}
+
+	// The selectors ask the API for one namespace's edges and another
+	// window, and the page says so in its address.
+	if err := d.Select("namespace", "frontend", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if edges := checkGraph(t, d, srv.URL, "namespace=frontend&window=1m"); len(edges) != 1 {
+		t.Errorf("namespace frontend: %d edges, want 1 (web → temperature-api)", len(edges))
+	}
+	if err := d.Select("window", "5m", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	edges = checkGraph(t, d, srv.URL, "namespace=frontend&window=5m")
+	if e := edges[[2]string{"frontend/web", "temperature/temperature-api"}]; e.Requests != 100 || !near(e.RPS, 100.0/300) {
+		t.Errorf("web → temperature-api over 5 min: %d requests at %v rps, want 100 at %v", e.Requests, e.RPS, 100.0/300)
+	}
+	if loc, err := browser.Eval[string](b, `location.search`); err != nil || loc != "?namespace=frontend&window=5m" {
+		t.Errorf("the page's address says %q (%v), want ?namespace=frontend&window=5m", loc, err)
 	}
 	if errs := b.JSErrors(); len(errs) > 0 {
 		t.Errorf("the page's errors: %v", errs)
