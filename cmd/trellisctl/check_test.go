@@ -539,6 +539,16 @@ func TestCheckNamesPodsWithoutSidecarAndOldProxies(t *testing.T) {
 	if c.Status != statusWarning || len(c.Details) != 1 || !strings.HasPrefix(c.Details[0], "pod temperature/legacy (legacy): outdated: runs v0.0.9, the Mesh wants v0.1.0") {
 		t.Errorf("proxies: %+v", c)
 	}
+	// A proxy that stopped reporting is named while its pod exists, and
+	// forgotten once the pod is gone (after a rollout).
+	f.replica.proxies[1].Connected = false
+	f.replica.proxies = append(f.replica.proxies, traffic.ProxyStatus{Namespace: "temperature", Pod: "web-6b7f-gone", Workload: "web", Version: "v0.1.0",
+		CertNotAfter: time.Now().Add(time.Hour * 20), LastReportAt: time.Now().Add(-time.Minute)})
+	report, _, _ = f.check()
+	c = find(t, report, "data plane of mesh default", "proxies are connected and their certificates fresh")
+	if c.Status != statusWarning || len(c.Details) != 1 || !strings.HasPrefix(c.Details[0], "pod temperature/legacy (legacy): not connected") {
+		t.Errorf("disconnected proxies: %+v", c)
+	}
 }
 
 func TestCheckReportsConditionsOperatorAndWebhook(t *testing.T) {

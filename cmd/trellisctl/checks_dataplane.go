@@ -9,6 +9,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -212,6 +213,7 @@ func (c *checker) checkTraffic(mesh *meshv1.Mesh, want string) {
 		return
 	}
 	c.ok(reach, fmt.Sprintf("%d %s", len(cp.replicas), plural(len(cp.replicas), "replica", "replicas")))
+	proxies = c.withoutGonePods(proxies)
 
 	const versions = "proxies that report run the Mesh's proxy version"
 	var outdated, unwell []string
@@ -258,6 +260,23 @@ func (c *checker) checkTraffic(mesh *meshv1.Mesh, want string) {
 	}
 	c.fail(success, fmt.Sprintf("%d %s failing", len(failing), plural(len(failing), "workload is", "workloads are")),
 		"these rows are what the workloads' own proxies served: read the workloads' logs (`kubectl -n NAMESPACE logs deployment/NAME`), and `trellisctl edges -n NAMESPACE` for the callers that see the failures", failing...)
+}
+
+// withoutGonePods drops the proxies that no longer report and whose pods
+// are gone: the control plane remembers a proxy for MaxWindow, so a
+// rollout leaves its old pods' proxies in the list for a while.
+func (c *checker) withoutGonePods(proxies []traffic.ProxyStatus) []traffic.ProxyStatus {
+	var out []traffic.ProxyStatus
+	for _, p := range proxies {
+		if !p.Connected {
+			err := c.cl.c.Get(c.ctx, client.ObjectKey{Namespace: p.Namespace, Name: p.Pod}, &corev1.Pod{})
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 // shortDuration prints 1m rather than Go's 1m0s.
