@@ -94,7 +94,7 @@ verify-bundle: bundle ## Fail when the committed OLM bundle is stale.
 ##@ Test
 
 .PHONY: test
-test: verify-generated verify-proto verify-kustomize verify-bundle bundle-validate vet lint test-go bench-operator bench-injector bench-controlplane bench-proxy-short test-e2e conformance ## Everything CI runs (as root).
+test: verify-generated verify-proto verify-kustomize verify-bundle bundle-validate vet lint test-go test-dashboard bench-operator bench-injector bench-controlplane bench-proxy-short test-e2e conformance ## Everything CI runs (as root).
 
 # operator-sdk cannot be installed here: hack/bundlevalidate runs the same
 # checks with operator-framework/api's validators, against the Kubernetes

@@ -36,25 +36,7 @@ func TestMeshedSampleApp(t *testing.T) {
 	kubectl(t, "apply", "-f", filepath.Join(testenv.RepoRoot(), "config", "samples", "mesh_v1alpha1_mesh.yaml"))
 	kubectl(t, "wait", "mesh/default", "--for=condition=Ready", "--timeout=180s")
 	kubectl(t, "wait", "mesh/default", "--for=condition=InjectorReady", "--timeout=60s")
-	kubectlApply(t, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: "+meshedNamespace+"\n  labels:\n    trellis-injection: enabled\n")
-
-	// The sample app's manifests, moved to the meshed namespace.
-	var docs []string
-	for _, d := range strings.Split(kustomize(t, "test/sampleapp/manifests"), "\n---\n") {
-		if strings.Contains(d, "kind: Namespace") {
-			continue
-		}
-		docs = append(docs, namespaceLine.ReplaceAllString(d, "${1}"+meshedNamespace))
-	}
-	kubectlApply(t, strings.Join(docs, "\n---\n"))
-	for _, d := range []string{"temperature-api", "converter-v1", "converter-v2"} {
-		if out, err := kubectlErr("-n", meshedNamespace, "rollout", "status", "deployment/"+d, "--timeout=180s"); err != nil {
-			t.Log(kubectlErr("-n", meshedNamespace, "get", "pods", "-o", "wide"))
-			t.Log(kubectlErr("-n", meshedNamespace, "describe", "pods", "-l", "app="+strings.TrimSuffix(strings.TrimSuffix(d, "-v1"), "-v2")))
-			t.Log(kubectlErr("-n", meshedNamespace, "logs", "deployment/"+d, "-c", "trellis-proxy", "--tail=30"))
-			t.Fatalf("deployment %s not ready with its sidecar: %v %s", d, err, out)
-		}
-	}
+	deploySampleApp(t, meshedNamespace)
 
 	// Every pod has the sidecar, running, and kubectl's default container is the app.
 	pods := kubectl(t, "-n", meshedNamespace, "get", "pods", "-l", "app=temperature-api", "-o",
@@ -153,6 +135,31 @@ func TestMeshedSampleApp(t *testing.T) {
 
 // podNetns finds the network namespace, under /var/run/netns where the CNI
 // plugins put them, that holds ip.
+// deploySampleApp runs the sample app (test/sampleapp/manifests) in
+// namespace, labeled for the default Mesh, and waits until its
+// Deployments are ready with their sidecars.
+func deploySampleApp(t *testing.T, namespace string) {
+	t.Helper()
+	kubectlApply(t, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: "+namespace+"\n  labels:\n    trellis-injection: enabled\n")
+	// The sample app's manifests, moved to namespace.
+	var docs []string
+	for _, d := range strings.Split(kustomize(t, "test/sampleapp/manifests"), "\n---\n") {
+		if strings.Contains(d, "kind: Namespace") {
+			continue
+		}
+		docs = append(docs, namespaceLine.ReplaceAllString(d, "${1}"+namespace))
+	}
+	kubectlApply(t, strings.Join(docs, "\n---\n"))
+	for _, d := range []string{"temperature-api", "converter-v1", "converter-v2"} {
+		if out, err := kubectlErr("-n", namespace, "rollout", "status", "deployment/"+d, "--timeout=180s"); err != nil {
+			t.Log(kubectlErr("-n", namespace, "get", "pods", "-o", "wide"))
+			t.Log(kubectlErr("-n", namespace, "describe", "pods", "-l", "app="+strings.TrimSuffix(strings.TrimSuffix(d, "-v1"), "-v2")))
+			t.Log(kubectlErr("-n", namespace, "logs", "deployment/"+d, "-c", "trellis-proxy", "--tail=30"))
+			t.Fatalf("deployment %s/%s not ready with its sidecar: %v %s", namespace, d, err, out)
+		}
+	}
+}
+
 func podNetns(t *testing.T, ip string) string {
 	t.Helper()
 	entries, err := os.ReadDir("/var/run/netns")
