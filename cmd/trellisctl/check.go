@@ -125,6 +125,7 @@ func newCheckCommand(o *options) *cobra.Command {
 	var (
 		pre         bool
 		minRequests uint64
+		window      string
 	)
 	cmd := &cobra.Command{
 		Use:   "check",
@@ -177,7 +178,11 @@ warning or error), "message", "details", "hint"}]}], "success", "errors",
   trellisctl check -o json | jq '.groups[].checks[] | select(.status != "ok")'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c := &checker{o: o, ctx: cmd.Context(), now: time.Now(), minRequests: minRequests, window: time.Minute}
+			w, err := parseWindow(window)
+			if err != nil {
+				return err
+			}
+			c := &checker{o: o, ctx: cmd.Context(), now: time.Now(), minRequests: minRequests, window: w}
 			if o.output != "json" {
 				c.live = o.stdout
 			}
@@ -203,6 +208,7 @@ warning or error), "message", "details", "hint"}]}], "success", "errors",
 	}
 	cmd.Flags().BoolVar(&pre, "pre", false, "check that the cluster is ready for Trellis to be installed")
 	cmd.Flags().Uint64Var(&minRequests, "min-requests", 10, "fewest requests in the window for a workload's success rate to count")
+	cmd.Flags().StringVar(&window, "window", "1m", "how far back the workloads' success rates look: 10s to 5m")
 	return cmd
 }
 

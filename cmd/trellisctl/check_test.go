@@ -481,6 +481,11 @@ func TestCheckNamesTheFailingWorkload(t *testing.T) {
 	if !strings.Contains(out, "× workloads succeed on at least 95% of their requests: 1 workload is failing\n    "+want) {
 		t.Errorf("table output:\n%s", out)
 	}
+	report, _, _ = f.check("--window", "30s", "--min-requests", "1")
+	c = find(t, report, "data plane of mesh default", "workloads succeed on at least 95% of their requests")
+	if q := f.replica.lastQuery(); q.Get("window") != "30s" || len(c.Details) != 2 || !strings.HasPrefix(c.Details[1], "rare in ns temperature: success 25.0% over 30s (4 requests)") {
+		t.Errorf("with --window 30s --min-requests 1 (asked %v): %+v", q, c)
+	}
 }
 
 func TestCheckNamesPodsWithoutSidecarAndOldProxies(t *testing.T) {
