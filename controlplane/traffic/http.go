@@ -68,7 +68,8 @@ func parseQuery(w http.ResponseWriter, r *http.Request) (query, bool) {
 	return query{namespace: ns, window: win}, true
 }
 
-// snapshot is the window's rows summed, and the proxies, under the lock.
+// snapshot is the window's rows summed, the proxies, and when the window
+// starts, under the lock.
 func (s *Store) snapshot(win time.Duration) (map[aggKey]*counts, []proxyRecord, time.Time) {
 	now := s.now()
 	s.mu.Lock()
@@ -80,7 +81,7 @@ func (s *Store) snapshot(win time.Duration) (map[aggKey]*counts, []proxyRecord, 
 	for _, p := range s.proxies {
 		proxies = append(proxies, *p)
 	}
-	return rows, proxies, now
+	return rows, proxies, time.Unix(0, first*int64(BucketWidth))
 }
 
 // group is a StatRow or Edge being summed.
@@ -123,7 +124,7 @@ func statRow(kind, ns, name string, g *group, win time.Duration) StatRow {
 
 // stat groups the window's rows by kind.
 func (s *Store) stat(q query, kind string) []StatRow {
-	rows, proxies, now := s.snapshot(q.window)
+	rows, proxies, since := s.snapshot(q.window)
 	type name struct{ ns, name, kind string }
 	groups := map[name]*group{}
 	get := func(n name) *group {
@@ -137,11 +138,10 @@ func (s *Store) stat(q query, kind string) []StatRow {
 	switch kind {
 	case KindWorkload:
 		// The server's view: what each workload's pods served. Every
-		// workload with a proxy that reported in the window has a row,
-		// traffic or not.
-		since := now.Add(-q.window)
+		// workload with a proxy that reported since the window's start
+		// has a row, traffic or not.
 		for _, p := range proxies {
-			if p.streams > 0 || p.status.LastReportAt.After(since) {
+			if p.streams > 0 || !p.status.LastReportAt.Before(since) {
 				get(name{p.status.Namespace, p.status.Workload, p.status.WorkloadKind}).add(&counts{}, p.status.Pod)
 			}
 		}

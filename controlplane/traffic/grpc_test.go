@@ -1,0 +1,424 @@
+package traffic_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/trellis-mesh/trellis/ca"
+	"github.com/trellis-mesh/trellis/controlplane"
+	"github.com/trellis-mesh/trellis/controlplane/traffic"
+	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
+	"github.com/trellis-mesh/trellis/proxy/report"
+)
+
+const trustDomain = "cluster.local"
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// clock is the Store's clock: real time plus an offset the test moves on,
+// so that buckets settle without waiting.
+type clock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return time.Now().Add(c.offset) }
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.offset += d
+}
+
+// mesh is a control plane serving the TelemetryService over its own mTLS
+// (controlplane.Server's certificates and client checks) on loopback, and
+// the traffic API over HTTP.
+type mesh struct {
+	issuer *ca.KeyPair
+	roots  *x509.CertPool
+	addr   string
+	api    string
+	store  *traffic.Store
+	clock  *clock
+}
+
+func pods(namespace, name string) (traffic.PodInfo, bool) {
+	info, ok := map[string]traffic.PodInfo{
+		"shop/web-6d8f7b9c4-abcde": {ServiceAccount: "web", Workload: "web", WorkloadKind: "Deployment"},
+		"shop/api-5c7d8e9f-xyz12":  {ServiceAccount: "api", Workload: "api", WorkloadKind: "Deployment"},
+	}[namespace+"/"+name]
+	return info, ok
+}
+
+func startMesh(t *testing.T) *mesh {
+	t.Helper()
+	root, err := ca.NewRoot(trustDomain, 0, time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer, err := ca.NewIssuer(root, trustDomain, 0, time.Now().Add(-time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for name, b := range map[string][]byte{ca.IssuerCertKey: issuer.FullChainPEM(), ca.IssuerKeyKey: issuer.KeyPEM, ca.BundleKey: root.CertPEM} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := controlplane.New(controlplane.Config{Mesh: "default", Namespace: "trellis-system", TrustDomain: trustDomain, SignerDir: dir}, nil, quiet)
+	if err := srv.LoadSigner(); err != nil {
+		t.Fatal(err)
+	}
+	m := &mesh{issuer: issuer, roots: x509.NewCertPool(), clock: &clock{}}
+	m.roots.AddCert(root.Cert)
+	m.store = traffic.NewStore(traffic.Options{Now: m.clock.Now, Pods: pods})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.addr = lis.Addr().String()
+	gs := srv.GRPCServer()
+	traffic.NewServer(m.store).Register(gs)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.ServeGRPC(ctx, gs, lis, time.Second) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("ServeGRPC: %v", err)
+		}
+	})
+	api := httptest.NewServer(m.store.Handler())
+	t.Cleanup(api.Close)
+	m.api = api.URL
+	return m
+}
+
+// dial connects as the workload of ServiceAccount sa in namespace shop,
+// with a certificate the mesh's issuer signed, as a proxy does.
+func (m *mesh) dial(t *testing.T, sa string) *grpc.ClientConn {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := "spiffe://" + trustDomain + "/ns/shop/sa/" + sa
+	leaf, err := ca.SignWorkloadKey(m.issuer, key.Public(), id, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}
+	for _, c := range ca.IssuerChain(m.issuer) {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	tc := &tls.Config{RootCAs: m.roots, ServerName: controlplane.ServiceName + ".trellis-system.svc", MinVersion: tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert}}
+	cc, err := grpc.NewClient(m.addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	return cc
+}
+
+// proxy runs a proxy's Recorder and Reporter for pod, connected as sa.
+func (m *mesh) proxy(t *testing.T, sa, pod string) *report.Recorder {
+	t.Helper()
+	rec := report.NewRecorder(report.RecorderOptions{})
+	r := report.NewReporter(report.Options{
+		Client:   controlplanev1.NewTelemetryServiceClient(m.dial(t, sa)),
+		Recorder: rec,
+		Interval: 50 * time.Millisecond,
+		Info: func() *controlplanev1.ProxyInfo {
+			return &controlplanev1.ProxyInfo{Namespace: "shop", Pod: pod, Identity: "spiffe://" + trustDomain + "/ns/shop/sa/" + sa,
+				Version: "v9.9.9", DiscoveryStreams: 3}
+		},
+		Log: quiet,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return rec
+}
+
+func get[T any](t *testing.T, url string) T {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, b)
+	}
+	var v T
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return v
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Two proxies report over the control plane's mTLS with the proxy's own
+// Reporter; the API shows their traffic by workload, Service and route, as
+// edges, and the proxies' status.
+func TestReportsToAPI(t *testing.T) {
+	m := startMesh(t)
+	web := m.proxy(t, "web", "web-6d8f7b9c4-abcde")
+	api := m.proxy(t, "api", "api-5c7d8e9f-xyz12")
+	waitFor(t, "both proxies connected", func() bool {
+		ps := get[[]traffic.ProxyStatus](t, m.api+traffic.PathProxies+"?namespace=shop")
+		return len(ps) == 2 && ps[0].Connected && ps[1].Connected
+	})
+
+	apiID := "spiffe://cluster.local/ns/shop/sa/api"
+	out := web.Row(report.Key{Direction: controlplanev1.Direction_DIRECTION_OUTBOUND, PeerIdentity: apiID, PeerPod: "api-5c7d8e9f-xyz12",
+		Service: "shop/api", Route: "shop/api-v1", MTLS: true})
+	in := api.Row(report.Key{Direction: controlplanev1.Direction_DIRECTION_INBOUND, PeerIdentity: "spiffe://cluster.local/ns/shop/sa/web", MTLS: true})
+	for i := range 100 {
+		ok := i%10 != 0 // 90% succeed
+		d := 3 * time.Millisecond
+		if i >= 95 {
+			d = 300 * time.Millisecond // the slowest 5%
+		}
+		out.Observe(ok, d, 10, 100)
+		in.Observe(ok, d, 10, 100)
+	}
+	// The store takes everything of the last 5 minutes; wait until it has
+	// the 100 requests of each side, then move its clock on so that their
+	// buckets settle.
+	waitFor(t, "the reports", func() bool {
+		m.clock.Advance(30 * time.Second)
+		defer m.clock.Advance(-30 * time.Second)
+		st := get[traffic.StatResponse](t, m.api+traffic.PathStat+"?namespace=shop&by=service&window=1m")
+		return len(st.Rows) == 1 && st.Rows[0].Requests == 100
+	})
+	m.clock.Advance(30 * time.Second)
+
+	st := get[traffic.StatResponse](t, m.api+traffic.PathStat+"?namespace=shop&window=1m")
+	if st.Window != "1m0s" || len(st.Rows) != 2 {
+		t.Fatalf("stat by workload: %+v", st)
+	}
+	a := st.Rows[0]
+	if a.Name != "api" || a.Kind != traffic.KindWorkload || a.WorkloadKind != "Deployment" || a.Requests != 100 || a.MeshedPods != 1 ||
+		a.SuccessRate == nil || *a.SuccessRate != 0.9 || a.BytesIn != 1000 || a.BytesOut != 10000 {
+		t.Errorf("api: %+v", a)
+	}
+	if a.RPS < 100.0/60-1e-9 || a.RPS > 100.0/60+1e-9 {
+		t.Errorf("api rps %v, want 100 requests over 60 s", a.RPS)
+	}
+	// p50 within (2, 5] ms: 50 of 95 fast requests; p99 within (200, 500].
+	if l := a.LatencyMs; l == nil || l.P50 <= 2 || l.P50 > 5 || l.P99 <= 200 || l.P99 > 500 {
+		t.Errorf("api latency: %+v", a.LatencyMs)
+	}
+	if w := st.Rows[1]; w.Name != "web" || w.Requests != 0 || w.SuccessRate != nil {
+		t.Errorf("web: %+v", w)
+	}
+
+	routes := get[traffic.StatResponse](t, m.api+traffic.PathStat+"?namespace=shop&by=route&window=1m")
+	if len(routes.Rows) != 1 || routes.Rows[0].Name != "api-v1" || routes.Rows[0].Requests != 100 {
+		t.Errorf("routes: %+v", routes)
+	}
+	top := get[traffic.TopResponse](t, m.api+traffic.PathTop+"?namespace=shop")
+	if len(top.Rows) != 1 || top.Rows[0].Name != "api-v1" {
+		t.Errorf("top: %+v", top)
+	}
+	edges := get[traffic.EdgesResponse](t, m.api+traffic.PathEdges+"?namespace=shop&window=1m")
+	if len(edges.Edges) != 1 {
+		t.Fatalf("edges: %+v", edges)
+	}
+	e := edges.Edges[0]
+	if e.Source.Workload != "web" || e.Destination.Workload != "api" || e.Destination.Identity != apiID || e.Destination.Service != "api" ||
+		!e.MTLS || e.Requests != 100 || *e.SuccessRate != 0.9 {
+		t.Errorf("edge: %+v", e)
+	}
+
+	ps := get[[]traffic.ProxyStatus](t, m.api+traffic.PathProxies+"?namespace=shop")
+	if p := ps[0]; p.Pod != "api-5c7d8e9f-xyz12" || p.Workload != "api" || p.Identity != apiID || p.Version != "v9.9.9" || p.Streams != 3 {
+		t.Errorf("proxy: %+v", p)
+	}
+	if ps := get[[]traffic.ProxyStatus](t, m.api+traffic.PathProxies+"?namespace=other"); len(ps) != 0 {
+		t.Errorf("proxies of namespace other: %+v", ps)
+	}
+}
+
+// send opens a Report stream as sa and sends req; it returns the status
+// the control plane ended the stream with.
+func send(t *testing.T, m *mesh, sa string, reqs ...*controlplanev1.ReportRequest) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	stream, err := controlplanev1.NewTelemetryServiceClient(m.dial(t, sa)).Report(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, req := range reqs {
+		if err := stream.Send(req); err != nil {
+			break // the status comes with CloseAndRecv
+		}
+	}
+	_, err = stream.CloseAndRecv()
+	return err
+}
+
+func validReport(pod, sa string) *controlplanev1.ReportRequest {
+	return &controlplanev1.ReportRequest{
+		Proxy:           &controlplanev1.ProxyInfo{Namespace: "shop", Pod: pod, Identity: "spiffe://cluster.local/ns/shop/sa/" + sa},
+		Interval:        durationpb.New(10 * time.Second),
+		LatencyBoundsMs: report.LatencyBoundsMs[:],
+		Rows: []*controlplanev1.TrafficRow{{Direction: controlplanev1.Direction_DIRECTION_OUTBOUND, Service: "shop/api",
+			Requests: 2, Successes: 1, LatencyCounts: []uint64{0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}}},
+	}
+}
+
+// A proxy reports only as itself, for its own pod; a malformed report is
+// refused whole, with what is wrong, and leaves the store as it was.
+func TestRefusals(t *testing.T) {
+	m := startMesh(t)
+	if err := send(t, m, "web", validReport("web-6d8f7b9c4-abcde", "web")); err != nil {
+		t.Fatalf("a valid report: %v", err)
+	}
+	for name, tc := range map[string]struct {
+		sa     string
+		req    func(*controlplanev1.ReportRequest)
+		code   codes.Code
+		reason string // in the message
+	}{
+		"another identity": {"web", func(r *controlplanev1.ReportRequest) {
+			r.Proxy.Identity = "spiffe://cluster.local/ns/shop/sa/api"
+		}, codes.PermissionDenied, "may report only as itself"},
+		"another ServiceAccount's pod": {"web", func(r *controlplanev1.ReportRequest) {
+			r.Proxy.Pod = "api-5c7d8e9f-xyz12"
+		}, codes.PermissionDenied, "runs as ServiceAccount api"},
+		"another namespace": {"web", func(r *controlplanev1.ReportRequest) {
+			r.Proxy.Namespace = "bank"
+		}, codes.PermissionDenied, "its own namespace"},
+		"no pod": {"web", func(r *controlplanev1.ReportRequest) {
+			r.Proxy.Pod = ""
+		}, codes.InvalidArgument, "proxy.pod"},
+		"other latency bounds": {"web", func(r *controlplanev1.ReportRequest) {
+			r.LatencyBoundsMs = []float64{1, 10, 100}
+		}, codes.InvalidArgument, "latency_bounds_ms"},
+		"too many rows": {"web", func(r *controlplanev1.ReportRequest) {
+			for range traffic.MaxRowsPerMessage {
+				r.Rows = append(r.Rows, r.Rows[0])
+			}
+		}, codes.InvalidArgument, "more than 500"},
+		"more successes than requests": {"web", func(r *controlplanev1.ReportRequest) {
+			r.Rows[0].Successes = 3
+		}, codes.InvalidArgument, "rows[0]: successes 3 is more than requests 2"},
+		"absurd requests": {"web", func(r *controlplanev1.ReportRequest) {
+			r.Rows[0].Requests, r.Rows[0].LatencyCounts[1] = 1<<62, 1<<62
+		}, codes.InvalidArgument, "requests 4611686018427387904 is more than"},
+		"histogram that does not add up": {"web", func(r *controlplanev1.ReportRequest) {
+			r.Rows[0].LatencyCounts[1] = 1
+		}, codes.InvalidArgument, "add up to 1, not requests 2"},
+		"short histogram": {"web", func(r *controlplanev1.ReportRequest) {
+			r.Rows[0].LatencyCounts = []uint64{2}
+		}, codes.InvalidArgument, "latency_counts has 1 buckets"},
+		"no direction": {"web", func(r *controlplanev1.ReportRequest) {
+			r.Rows[0].Direction = controlplanev1.Direction_DIRECTION_UNSPECIFIED
+		}, codes.InvalidArgument, "direction"},
+		"bad service": {"web", func(r *controlplanev1.ReportRequest) {
+			r.Rows[0].Service = "api"
+		}, codes.InvalidArgument, `service "api" is not <namespace>/<name>`},
+		"bad peer identity": {"web", func(r *controlplanev1.ReportRequest) {
+			r.Rows[0].PeerIdentity = "api"
+		}, codes.InvalidArgument, "not a SPIFFE ID"},
+		"negative interval": {"web", func(r *controlplanev1.ReportRequest) {
+			r.Interval = durationpb.New(-time.Second)
+		}, codes.InvalidArgument, "interval"},
+		"huge interval": {"web", func(r *controlplanev1.ReportRequest) {
+			r.Interval = durationpb.New(24 * time.Hour)
+		}, codes.InvalidArgument, "interval"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			req := validReport("web-6d8f7b9c4-abcde", "web")
+			tc.req(req)
+			err := send(t, m, tc.sa, req)
+			if status.Code(err) != tc.code || !strings.Contains(status.Convert(err).Message(), tc.reason) {
+				t.Errorf("got %v; want %v with %q", err, tc.code, tc.reason)
+			}
+		})
+	}
+	// A second pod on one stream is refused, after the first's report.
+	err := send(t, m, "web", validReport("web-6d8f7b9c4-abcde", "web"), validReport("web-other", "web"))
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "a stream carries one proxy's reports") {
+		t.Errorf("two pods on a stream: %v", err)
+	}
+
+	// Only the valid reports were kept: two, of 2 requests each.
+	m.clock.Advance(30 * time.Second)
+	st := get[traffic.StatResponse](t, m.api+traffic.PathStat+"?namespace=shop&by=service")
+	if len(st.Rows) != 1 || st.Rows[0].Requests != 4 || *st.Rows[0].SuccessRate != 0.5 {
+		t.Errorf("after the refusals: %+v", st.Rows)
+	}
+	ps := get[[]traffic.ProxyStatus](t, m.api+traffic.PathProxies)
+	if len(ps) != 1 || ps[0].Pod != "web-6d8f7b9c4-abcde" {
+		t.Errorf("proxies after the refusals: %+v", ps)
+	}
+}
+
+// Bad query parameters are answered 400 with what to send instead.
+func TestBadQueries(t *testing.T) {
+	m := startMesh(t)
+	for _, q := range []string{
+		traffic.PathStat + "?by=pod",
+		traffic.PathStat + "?window=1h",
+		traffic.PathEdges + "?window=soon",
+		traffic.PathTop + "?window=1s",
+		traffic.PathProxies + "?namespace=" + strings.Repeat("x", 64),
+	} {
+		resp, err := http.Get(m.api + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e traffic.ErrorResponse
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || e.Error == "" {
+			t.Errorf("%s: %d %q", q, resp.StatusCode, e.Error)
+		}
+	}
+}
+
+// The proxy's histogram bounds are the control plane's.
+func TestSameLatencyBounds(t *testing.T) {
+	if traffic.LatencyBoundsMs != report.LatencyBoundsMs {
+		t.Errorf("control plane %v, proxy %v", traffic.LatencyBoundsMs, report.LatencyBoundsMs)
+	}
+}
