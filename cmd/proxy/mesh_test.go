@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
+	"github.com/trellis-mesh/trellis/controlplane/traffic"
 	"github.com/trellis-mesh/trellis/sidecar"
 	"github.com/trellis-mesh/trellis/test/meshnet"
 )
@@ -109,7 +111,7 @@ func (m *meshCluster) addPod(t *testing.T, s meshnet.Pod) *meshPod {
 		return p
 	}
 	n.run(t, "init", "--outbound-port=15001", "--inbound-port=15006", "--proxy-uid=2102", "--exclude-inbound-ports=15020")
-	cmd := command(append([]string{"run", "--drain-timeout=5s", "--detect-timeout=300ms"}, args...)...)
+	cmd := command(append([]string{"run", "--drain-timeout=5s", "--detect-timeout=300ms", "--report-interval=1s"}, args...)...)
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Env = append(cmd.Env, sidecar.EnvLogLevel+"=debug")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: sidecar.ProxyUID, Gid: sidecar.ProxyUID}}
@@ -303,6 +305,9 @@ func TestMeshBetweenPods(t *testing.T) {
 			t.Errorf("%s = %v, want the call in mutual TLS from its own identity", series, n)
 		}
 	})
+	t.Run("the control plane's traffic API shows the requests", func(t *testing.T) {
+		m.checkTrafficAPI(t)
+	})
 	t.Run("destinations without a sidecar, or outside the cluster", func(t *testing.T) {
 		// A pod without a proxy: plain HTTP from the client's proxy.
 		code, body, _, err := get(client.http1(false), "http://"+outsider.ip+":8080/plain")
@@ -470,4 +475,77 @@ func TestMeshBetweenPods(t *testing.T) {
 			t.Errorf("the server's proxy exited with %v, want 0", err)
 		}
 	})
+}
+
+// checkTrafficAPI reads the control plane's /api/v1/ after the subtests'
+// requests from client to web (HTTP/1.1, HTTP/2, gRPC, opaque TCP): the
+// proxies report every second, and a bucket is shown once it has settled
+// (10 s after its end), so the numbers come within half a minute.
+func (m *meshCluster) checkTrafficAPI(t *testing.T) {
+	t.Helper()
+	api := "http://" + m.HTTPAddr()
+	getJSON := func(path string, v any) error {
+		resp, err := http.Get(api + path)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = resp.Body.Close() }()
+		if resp.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(resp.Body)
+			return fmt.Errorf("GET %s: %d %s", path, resp.StatusCode, b)
+		}
+		return json.NewDecoder(resp.Body).Decode(v)
+	}
+	var svc traffic.StatResponse
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		err := getJSON(traffic.PathStat+"?namespace="+meshNS+"&by=service&window=5m", &svc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// At least the HTTP/1.1 and HTTP/2 GETs, the two gRPC Checks and
+		// the Watch, and the server's call to itself.
+		if len(svc.Rows) > 0 && svc.Rows[0].Name == "web" && svc.Rows[0].Requests >= 6 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stat by service: %+v; want web's requests", svc.Rows)
+		}
+		time.Sleep(time.Second)
+	}
+	if r := svc.Rows[0]; r.SuccessRate == nil || r.LatencyMs == nil || r.TCPConnections < 1 || r.MeshedPods != 1 {
+		t.Errorf("web: %+v; want a success rate, latencies, the opaque connection and its one pod", r)
+	}
+
+	var edges traffic.EdgesResponse
+	if err := getJSON(traffic.PathEdges+"?namespace="+meshNS+"&window=5m", &edges); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range edges.Edges {
+		if e.Source.Workload == "client" && e.Destination.Workload == "server" && e.Destination.Service == "web" {
+			found = true
+			if !e.MTLS || e.Source.Identity != "spiffe://cluster.local/ns/shop/sa/client" || e.Destination.Identity != "spiffe://cluster.local/ns/shop/sa/server" || e.Requests < 5 {
+				t.Errorf("client → server: %+v; want their identities, in mutual TLS", e)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no edge from client to server: %+v", edges.Edges)
+	}
+
+	var proxies []traffic.ProxyStatus
+	if err := getJSON(traffic.PathProxies+"?namespace="+meshNS, &proxies); err != nil {
+		t.Fatal(err)
+	}
+	byPod := map[string]traffic.ProxyStatus{}
+	for _, p := range proxies {
+		byPod[p.Pod] = p
+	}
+	for _, pod := range []string{"client", "server"} {
+		p, ok := byPod[pod]
+		if !ok || !p.Connected || p.Version == "" || p.CertNotAfter.Before(time.Now()) || p.LastConfigAt == nil || p.Streams < 1 {
+			t.Errorf("proxy of %s: %+v; want it connected, with its version, certificate and config freshness", pod, p)
+		}
+	}
 }

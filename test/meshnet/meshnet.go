@@ -338,6 +338,10 @@ func (c *ControlPlane) AddService(namespace, name string, ports []ServicePort, p
 	return created.Spec.ClusterIP, nil
 }
 
+// HTTPAddr is the control plane's HTTP address (health, metrics and the
+// traffic API), on loopback.
+func (c *ControlPlane) HTTPAddr() string { return c.httpAddr }
+
 // TailLog is the end of the control plane's log, for a failure report.
 func (c *ControlPlane) TailLog(lines int) string {
 	out, _ := os.ReadFile(c.LogFile())
