@@ -41,6 +41,7 @@ func TestParseRunFlags(t *testing.T) {
 			drainTimeout:    5 * time.Second,
 			connectTimeout:  10 * time.Second,
 			detectTimeout:   time.Second,
+			reportInterval:  10 * time.Second,
 			tokenFile:       "/var/run/trellis/token/token",
 			trustBundleFile: "/var/run/trellis/ca-bundle/ca.crt",
 			mtlsMode:        controlplanev1.MTLSMode_MTLS_MODE_PERMISSIVE,
@@ -51,12 +52,13 @@ func TestParseRunFlags(t *testing.T) {
 		}
 	})
 	t.Run("flags", func(t *testing.T) {
-		c, err := parseRunFlags([]string{"--outbound-addr=127.0.0.1:0", "--inbound-addr=127.0.0.1:0,[::1]:0", "--admin-addr=127.0.0.1:0", "--drain-timeout=1s"}, env(), io.Discard, io.Discard)
+		c, err := parseRunFlags([]string{"--outbound-addr=127.0.0.1:0", "--inbound-addr=127.0.0.1:0,[::1]:0", "--admin-addr=127.0.0.1:0", "--drain-timeout=1s",
+			"--report-interval=0"}, env(), io.Discard, io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !reflect.DeepEqual(c.outbound, addrList{"127.0.0.1:0"}) || !reflect.DeepEqual(c.inbound, addrList{"127.0.0.1:0", "[::1]:0"}) ||
-			c.admin != "127.0.0.1:0" || c.drainTimeout != time.Second {
+			c.admin != "127.0.0.1:0" || c.drainTimeout != time.Second || c.reportInterval != 0 {
 			t.Errorf("got %+v", c)
 		}
 	})
