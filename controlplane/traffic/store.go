@@ -55,7 +55,15 @@ type Store struct {
 	mu      sync.Mutex
 	buckets []bucket // a ring, by bucket number modulo len
 	proxies map[podKey]*proxyRecord
+	// owners remembers the owners of destination pods found, so that a
+	// report's rows do not each read the informer cache (a deep copy of
+	// the pod); forgotten every MaxWindow, and when it holds maxOwners.
+	owners      map[podKey]PodInfo
+	ownersSince time.Time
 }
+
+// maxOwners bounds Store.owners.
+const maxOwners = 50000
 
 // NewStore returns an empty Store.
 func NewStore(o Options) *Store {
@@ -254,13 +262,31 @@ func (s *Store) keyOf(p *proxyRecord, row *controlplanev1.TrafficRow) aggKey {
 		k.dstNamespace = identityNamespace(row.PeerIdentity)
 	}
 	if row.PeerPod != "" && k.dstNamespace != "" {
-		if info, ok := s.lookup(k.dstNamespace, row.PeerPod); ok {
+		if info, ok := s.owner(k.dstNamespace, row.PeerPod); ok {
 			k.dstWorkload, k.dstWorkloadKind = info.Workload, info.WorkloadKind
 		} else {
 			k.dstWorkload, k.dstWorkloadKind = row.PeerPod, KindPod
 		}
 	}
 	return k
+}
+
+// owner is lookup's answer for a destination pod, remembered. Called with
+// mu held.
+func (s *Store) owner(namespace, pod string) (PodInfo, bool) {
+	k := podKey{namespace, pod}
+	if info, ok := s.owners[k]; ok {
+		return info, true
+	}
+	info, ok := s.lookup(namespace, pod)
+	if !ok {
+		return info, false
+	}
+	if now := s.now(); s.owners == nil || len(s.owners) >= maxOwners || now.Sub(s.ownersSince) > MaxWindow {
+		s.owners, s.ownersSince = map[podKey]PodInfo{}, now
+	}
+	s.owners[k] = info
+	return info, true
 }
 
 // SetPods sets the pod lookup, once the informers that it reads from

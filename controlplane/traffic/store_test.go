@@ -227,3 +227,23 @@ func TestRowCap(t *testing.T) {
 		t.Errorf("dropped %v rows, want 1", got)
 	}
 }
+
+// BenchmarkIngest is the control plane's cost of one report message of
+// MaxRowsPerMessage rows, each to another destination pod, spanning two
+// buckets.
+func BenchmarkIngest(b *testing.B) {
+	c := newClock()
+	s := NewStore(Options{Now: c.Now, Pods: shopPods, MaxRowsPerBucket: 1 << 20})
+	var rows []*controlplanev1.TrafficRow
+	for i := range MaxRowsPerMessage {
+		rows = append(rows, &controlplanev1.TrafficRow{Direction: controlplanev1.Direction_DIRECTION_OUTBOUND, PeerIdentity: apiID,
+			PeerPod: "api-5c7d8e9f-" + time.Duration(i).String(), Service: "shop/api", Route: "shop/api-v1", Mtls: true,
+			Requests: 10, Successes: 9, LatencyCounts: latency(3, 10)})
+	}
+	r, req := report("web-6d8f7b9c4-abcde", webID, 10*time.Second, rows...)
+	c.Advance(5 * time.Second)
+	b.ReportAllocs()
+	for b.Loop() {
+		s.ingest(r, req)
+	}
+}
