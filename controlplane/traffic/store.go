@@ -60,6 +60,8 @@ type Store struct {
 	// the pod); forgotten every MaxWindow, and when it holds maxOwners.
 	owners      map[podKey]PodInfo
 	ownersSince time.Time
+	// expired is when gone proxies were last forgotten.
+	expired time.Time
 }
 
 // maxOwners bounds Store.owners.
@@ -172,6 +174,10 @@ func (s *Store) ingest(r reporter, req *controlplanev1.ReportRequest) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if now.Sub(s.expired) > BucketWidth {
+		// Without API requests too, the proxies of deleted pods go.
+		s.expire(now)
+	}
 	p := s.touchProxy(r, req, now)
 
 	interval := min(req.GetInterval().AsDuration(), MaxWindow)
@@ -365,6 +371,7 @@ func (s *Store) connected(namespace, pod string, delta int) {
 // expire forgets proxies that neither reported within MaxWindow nor are
 // connected. Called with mu held.
 func (s *Store) expire(now time.Time) {
+	s.expired = now
 	for k, p := range s.proxies {
 		if p.streams <= 0 && now.Sub(p.status.LastReportAt) > MaxWindow {
 			delete(s.proxies, k)
