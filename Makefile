@@ -242,7 +242,8 @@ cluster-down: ## Stop the local cluster and undo every change it made to the hos
 
 .PHONY: test-e2e
 test-e2e: cluster-deps images kustomize ## End-to-end tests on the local cluster: up, test/e2e, down, nothing left.
-	hack/e2e.sh
+	@hack/install-chromium.sh > /dev/null
+	TRELLIS_REQUIRE_CHROMIUM=1 hack/e2e.sh
 
 ##@ Build
 
