@@ -3,7 +3,9 @@
 # the local cluster up (make cluster-up has built and loaded every image),
 # installs the operator from config/without-cert-manager, applies the sample
 # Mesh, deploys the sample app in a namespace labeled for the mesh, and shows
-# a request answered. The cluster stays up; `make cluster-down` ends it.
+# a request answered, then runs the load generator and shows what the
+# proxies reported (trellisctl stat, edges, check). The cluster stays up;
+# `make cluster-down` ends it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$(hack/build-k8s.sh kube-apiserver etcd kubectl kubelet kube-controller-manager kube-scheduler kube-proxy coredns 2>/dev/null | tail -n1)
@@ -46,23 +48,39 @@ echo
 
 step "the temperature API's proxy counted its calls to the converter (its admin port, 15020)"
 pod=$(k -n temperature get pods -l app=temperature-api -o jsonpath='{.items[0].metadata.name}')
-k get --raw "/api/v1/namespaces/temperature/pods/$pod:15020/proxy/metrics" | grep '^trellis_proxy_tcp_connections_opened_total' || true
+k get --raw "/api/v1/namespaces/temperature/pods/$pod:15020/proxy/metrics" | grep '^trellis_proxy_http_responses_total' || true
+
+step "load: the sample load generator, meshed, 20 requests/s for 20 s"
+k -n temperature delete job loadgen --ignore-not-found --wait >/dev/null
+k -n temperature create job loadgen --image=ghcr.io/trellis-mesh/sample-loadgen:v0.1.0 -- \
+  /usr/local/bin/loadgen --url='http://temperature-api:8080/temperature?city=Oslo&unit=F' --rate=20 --duration=20s >/dev/null
+k -n temperature wait job/loadgen --for=condition=Complete --timeout=120s >/dev/null
+k -n temperature logs job/loadgen | tail -n1
+# The proxies report every 10 s; the control plane shows a window once
+# every report has covered it.
+sleep 20
+
+step "trellisctl stat, edges and check: what the proxies reported to the control plane"
+make --no-print-directory trellisctl >/dev/null
+bin/trellisctl stat -n temperature
+bin/trellisctl edges -n temperature
+bin/trellisctl check || true
 
 cat <<MSG
 
 Trellis is running. Try:
 
-  export KUBECONFIG=$KUBECONFIG
+  export KUBECONFIG=$KUBECONFIG PATH=$PWD/bin:\$PATH
   alias kubectl=$bin/kubectl
+  kubectl trellis dashboard                     # the service graph, live, in your browser
+  kubectl trellis stat -n temperature           # success rate, RPS, latency per workload
+  kubectl trellis proxy-status -A               # each proxy's version, certificate, config
   kubectl get mesh default -o yaml              # conditions, CA expiry, control plane
   kubectl -n trellis-system get all             # what the operator made
-  kubectl -n temperature get configmap trellis-ca-bundle   # the trust bundle in a meshed namespace
   kubectl -n temperature logs deploy/temperature-api -c trellis-proxy   # the sidecar's log
   kubectl get mutatingwebhookconfiguration trellis-sidecar-injector-default -o yaml
-  go run ./cmd/trellisctl inject -f test/sampleapp/manifests/converter.yaml   # offline injection
+  trellisctl inject -f test/sampleapp/manifests/converter.yaml   # offline injection
   kubectl apply -f - <<<'{"apiVersion":"mesh.trellis.dev/v1alpha1","kind":"Mesh","metadata":{"name":"x"},"spec":{"namespace":"trellis-system"}}'
 
-The sidecars forward TCP transparently and relay the apps' probes; mTLS,
-load balancing and traffic policy are the open issues.
 When you are done: make cluster-down   (undoes everything it changed on this machine)
 MSG
