@@ -69,11 +69,11 @@ type call struct {
 }
 
 func out(c call) *controlplanev1.TrafficRow {
-	return &controlplanev1.TrafficRow{
+	return withLatency(&controlplanev1.TrafficRow{
 		Direction: controlplanev1.Direction_DIRECTION_OUTBOUND, PeerIdentity: "spiffe://" + trustDomain + "/ns/" + c.peerNS + "/sa/" + c.peerSA,
 		PeerPod: c.peerPod, Service: c.service, Mtls: true, Requests: c.requests, Successes: c.successes,
-		LatencyCounts: latency(c.requests, 5, 50), RequestBytes: 64 * c.requests, ResponseBytes: 256 * c.requests,
-	}
+		RequestBytes: 64 * c.requests, ResponseBytes: 256 * c.requests,
+	}, 5, 50)
 }
 
 func in(c call) *controlplanev1.TrafficRow {
@@ -81,11 +81,11 @@ func in(c call) *controlplanev1.TrafficRow {
 	if c.peerSA != "" {
 		id = "spiffe://" + trustDomain + "/ns/" + c.peerNS + "/sa/" + c.peerSA
 	}
-	return &controlplanev1.TrafficRow{
+	return withLatency(&controlplanev1.TrafficRow{
 		Direction: controlplanev1.Direction_DIRECTION_INBOUND, PeerIdentity: id, Mtls: id != "",
 		Requests: c.requests, Successes: c.successes,
-		LatencyCounts: latency(c.requests, 2, 20), RequestBytes: 64 * c.requests, ResponseBytes: 256 * c.requests,
-	}
+		RequestBytes: 64 * c.requests, ResponseBytes: 256 * c.requests,
+	}, 2, 20)
 }
 
 // mergedEdge is what the page should draw for a pair of nodes, computed

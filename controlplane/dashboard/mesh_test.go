@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"fmt"
 	"net"
 	"net/http"
 	"sync"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/trellis-mesh/trellis/ca"
 	"github.com/trellis-mesh/trellis/controlplane/traffic"
+	"github.com/trellis-mesh/trellis/latency"
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
 )
 
@@ -184,31 +184,27 @@ func (cp *controlPlane) proxy(namespace, pod string) *proxy {
 func (p *proxy) report(rows ...*controlplanev1.TrafficRow) {
 	p.cp.t.Helper()
 	err := p.stream.Send(&controlplanev1.ReportRequest{
-		Proxy: p.info, Interval: durationpb.New(reportInterval), LatencyBoundsMs: traffic.LatencyBoundsMs[:], Rows: rows,
+		Proxy: p.info, Interval: durationpb.New(reportInterval), LatencyBucketBoundsMs: latency.BoundsMs[:], Rows: rows,
 	})
 	if err != nil {
 		p.cp.t.Fatalf("report of %s/%s: %v", p.info.Namespace, p.info.Pod, err)
 	}
 }
 
-// latency spreads requests over the histogram: most in the bucket up to
-// fastMs, one in fifty in the bucket up to slowMs, so that p99 is in the
-// latter.
-func latency(requests uint64, fastMs, slowMs float64) []uint64 {
-	counts := make([]uint64, len(traffic.LatencyBoundsMs)+1)
-	slow := requests / 50
-	counts[boundIndex(fastMs)] += requests - slow
-	counts[boundIndex(slowMs)] += slow
-	return counts
-}
-
-func boundIndex(ms float64) int {
-	for i, b := range traffic.LatencyBoundsMs {
-		if b == ms {
-			return i
+// withLatency gives row a histogram of its requests: most take fastMs,
+// one in fifty slowMs, so that p99 is the latter. It returns row.
+func withLatency(row *controlplanev1.TrafficRow, fastMs, slowMs float64) *controlplanev1.TrafficRow {
+	var counts [latency.Buckets]uint64
+	slow := row.Requests / 50
+	counts[latency.BucketOf(time.Duration(fastMs*float64(time.Millisecond)))] += row.Requests - slow
+	counts[latency.BucketOf(time.Duration(slowMs*float64(time.Millisecond)))] += slow
+	for i, c := range counts {
+		if c > 0 {
+			row.LatencyBuckets = append(row.LatencyBuckets, uint32(i))
+			row.LatencyBucketCounts = append(row.LatencyBucketCounts, c)
 		}
 	}
-	panic(fmt.Sprintf("%v ms is not a bound of the latency histogram", ms))
+	return row
 }
 
 // settle waits until the store has taken every proxy's latest report

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/trellis-mesh/trellis/controlplane/auth"
+	"github.com/trellis-mesh/trellis/latency"
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
 )
 
@@ -113,10 +115,10 @@ func (srv *Server) check(peer auth.Peer, req *controlplanev1.ReportRequest) (rep
 			return r, status.Errorf(codes.InvalidArgument, "%s: interval %v is not between 0 and %s", where, d.AsDuration(), maxInterval)
 		}
 	}
-	if !sameBounds(req.LatencyBoundsMs) {
+	if !sameBounds(req.LatencyBucketBoundsMs) {
 		return r, status.Errorf(codes.InvalidArgument,
-			"%s: latency_bounds_ms %v are not this control plane's %v: the proxy's version (%s) does not match the control plane's; upgrade the older one",
-			where, req.LatencyBoundsMs, LatencyBoundsMs, info.GetVersion())
+			"%s: latency_bucket_bounds_ms has %d bounds from %v, not this control plane's %d log-linear bounds from %v ms (package latency): the proxy's version (%s) does not match the control plane's; upgrade the older one",
+			where, len(req.LatencyBucketBoundsMs), first(req.LatencyBucketBoundsMs), latency.Bounds, latency.BoundsMs[0], info.GetVersion())
 	}
 	if n := len(req.Rows); n > MaxRowsPerMessage {
 		return r, status.Errorf(codes.InvalidArgument, "%s has %d rows, more than %d: split it in several messages", where, n, MaxRowsPerMessage)
@@ -130,15 +132,15 @@ func (srv *Server) check(peer auth.Peer, req *controlplanev1.ReportRequest) (rep
 }
 
 func sameBounds(b []float64) bool {
-	if len(b) != len(LatencyBoundsMs) {
-		return false
+	return slices.Equal(b, latency.BoundsMs[:])
+}
+
+// first is the first of b, for an error message; "none" when empty.
+func first(b []float64) any {
+	if len(b) == 0 {
+		return "none"
 	}
-	for i := range b {
-		if b[i] != LatencyBoundsMs[i] {
-			return false
-		}
-	}
-	return true
+	return b[0]
 }
 
 // checkRow says what is wrong with a row, if anything.
@@ -175,21 +177,22 @@ func checkRow(row *controlplanev1.TrafficRow) error {
 	if row.TcpConnections > maxRequests {
 		return fmt.Errorf("tcp_connections %d is more than %d", row.TcpConnections, maxRequests)
 	}
-	if row.Requests == 0 && len(row.LatencyCounts) == 0 {
-		return nil
-	}
-	if len(row.LatencyCounts) != latencyBuckets {
-		return fmt.Errorf("latency_counts has %d buckets; want %d, one per latency bound and one more", len(row.LatencyCounts), latencyBuckets)
+	if len(row.LatencyBuckets) != len(row.LatencyBucketCounts) {
+		return fmt.Errorf("latency_buckets has %d indexes but latency_bucket_counts %d counts: want one count per index", len(row.LatencyBuckets), len(row.LatencyBucketCounts))
 	}
 	var sum uint64
-	for _, c := range row.LatencyCounts {
-		if c > row.Requests {
-			return fmt.Errorf("latency_counts %v add up to more than requests %d", row.LatencyCounts, row.Requests)
+	for i, b := range row.LatencyBuckets {
+		if b >= latency.Buckets || i > 0 && b <= row.LatencyBuckets[i-1] {
+			return fmt.Errorf("latency_buckets %v: want increasing indexes below %d", row.LatencyBuckets, latency.Buckets)
+		}
+		c := row.LatencyBucketCounts[i]
+		if c == 0 || c > row.Requests {
+			return fmt.Errorf("latency_bucket_counts %v: want counts from 1 to requests %d", row.LatencyBucketCounts, row.Requests)
 		}
 		sum += c
 	}
 	if sum != row.Requests {
-		return fmt.Errorf("latency_counts %v add up to %d, not requests %d", row.LatencyCounts, sum, row.Requests)
+		return fmt.Errorf("latency_bucket_counts %v add up to %d, not requests %d", row.LatencyBucketCounts, sum, row.Requests)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -29,6 +30,7 @@ import (
 	"github.com/trellis-mesh/trellis/ca"
 	"github.com/trellis-mesh/trellis/controlplane"
 	"github.com/trellis-mesh/trellis/controlplane/traffic"
+	"github.com/trellis-mesh/trellis/latency"
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
 	"github.com/trellis-mesh/trellis/proxy/report"
 )
@@ -241,8 +243,10 @@ func TestReportsToAPI(t *testing.T) {
 	if a.RPS < 100.0/60-1e-9 || a.RPS > 100.0/60+1e-9 {
 		t.Errorf("api rps %v, want 100 requests over 60 s", a.RPS)
 	}
-	// p50 within (2, 5] ms: 50 of 95 fast requests; p99 within (200, 500].
-	if l := a.LatencyMs; l == nil || l.P50 <= 2 || l.P50 > 5 || l.P99 <= 200 || l.P99 > 500 {
+	// p50 is a fast request's 3 ms and p99 a slow one's 300 ms, within the
+	// histogram's relative error.
+	near := func(got, want float64) bool { return math.Abs(got-want)/want <= latency.RelativeError }
+	if l := a.LatencyMs; l == nil || !near(l.P50, 3) || !near(l.P95, 3) || !near(l.P99, 300) {
 		t.Errorf("api latency: %+v", a.LatencyMs)
 	}
 	if w := st.Rows[1]; w.Name != "web" || w.Requests != 0 || w.SuccessRate != nil {
@@ -297,11 +301,11 @@ func send(t *testing.T, m *mesh, sa string, reqs ...*controlplanev1.ReportReques
 
 func validReport(pod, sa string) *controlplanev1.ReportRequest {
 	return &controlplanev1.ReportRequest{
-		Proxy:           &controlplanev1.ProxyInfo{Namespace: "shop", Pod: pod, Identity: "spiffe://cluster.local/ns/shop/sa/" + sa},
-		Interval:        durationpb.New(10 * time.Second),
-		LatencyBoundsMs: report.LatencyBoundsMs[:],
+		Proxy:                 &controlplanev1.ProxyInfo{Namespace: "shop", Pod: pod, Identity: "spiffe://cluster.local/ns/shop/sa/" + sa},
+		Interval:              durationpb.New(10 * time.Second),
+		LatencyBucketBoundsMs: latency.BoundsMs[:],
 		Rows: []*controlplanev1.TrafficRow{{Direction: controlplanev1.Direction_DIRECTION_OUTBOUND, Service: "shop/api",
-			Requests: 2, Successes: 1, LatencyCounts: []uint64{0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}}},
+			Requests: 2, Successes: 1, LatencyBuckets: []uint32{40}, LatencyBucketCounts: []uint64{2}}},
 	}
 }
 
@@ -331,8 +335,11 @@ func TestRefusals(t *testing.T) {
 			r.Proxy.Pod = ""
 		}, codes.InvalidArgument, "proxy.pod"},
 		"other latency bounds": {"web", func(r *controlplanev1.ReportRequest) {
-			r.LatencyBoundsMs = []float64{1, 10, 100}
-		}, codes.InvalidArgument, "latency_bounds_ms"},
+			r.LatencyBucketBoundsMs = []float64{0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000}
+		}, codes.InvalidArgument, "latency_bucket_bounds_ms has 14 bounds from 0.5"},
+		"no latency bounds (a proxy of the coarse histogram's versions)": {"web", func(r *controlplanev1.ReportRequest) {
+			r.LatencyBucketBoundsMs = nil
+		}, codes.InvalidArgument, "latency_bucket_bounds_ms has 0 bounds from none"},
 		"too many rows": {"web", func(r *controlplanev1.ReportRequest) {
 			for range traffic.MaxRowsPerMessage {
 				r.Rows = append(r.Rows, r.Rows[0])
@@ -342,14 +349,23 @@ func TestRefusals(t *testing.T) {
 			r.Rows[0].Successes = 3
 		}, codes.InvalidArgument, "rows[0]: successes 3 is more than requests 2"},
 		"absurd requests": {"web", func(r *controlplanev1.ReportRequest) {
-			r.Rows[0].Requests, r.Rows[0].LatencyCounts[1] = 1<<62, 1<<62
+			r.Rows[0].Requests, r.Rows[0].LatencyBucketCounts[0] = 1<<62, 1<<62
 		}, codes.InvalidArgument, "requests 4611686018427387904 is more than"},
 		"histogram that does not add up": {"web", func(r *controlplanev1.ReportRequest) {
-			r.Rows[0].LatencyCounts[1] = 1
+			r.Rows[0].LatencyBucketCounts[0] = 1
 		}, codes.InvalidArgument, "add up to 1, not requests 2"},
-		"short histogram": {"web", func(r *controlplanev1.ReportRequest) {
-			r.Rows[0].LatencyCounts = []uint64{2}
-		}, codes.InvalidArgument, "latency_counts has 1 buckets"},
+		"counts without indexes": {"web", func(r *controlplanev1.ReportRequest) {
+			r.Rows[0].LatencyBuckets = nil
+		}, codes.InvalidArgument, "latency_buckets has 0 indexes but latency_bucket_counts 1 counts"},
+		"indexes out of order": {"web", func(r *controlplanev1.ReportRequest) {
+			r.Rows[0].LatencyBuckets, r.Rows[0].LatencyBucketCounts = []uint32{41, 40}, []uint64{1, 1}
+		}, codes.InvalidArgument, "want increasing indexes below 156"},
+		"index beyond the last bucket": {"web", func(r *controlplanev1.ReportRequest) {
+			r.Rows[0].LatencyBuckets = []uint32{156}
+		}, codes.InvalidArgument, "want increasing indexes below 156"},
+		"an empty bucket sent": {"web", func(r *controlplanev1.ReportRequest) {
+			r.Rows[0].LatencyBuckets, r.Rows[0].LatencyBucketCounts = []uint32{40, 41}, []uint64{2, 0}
+		}, codes.InvalidArgument, "want counts from 1 to requests 2"},
 		"no direction": {"web", func(r *controlplanev1.ReportRequest) {
 			r.Rows[0].Direction = controlplanev1.Direction_DIRECTION_UNSPECIFIED
 		}, codes.InvalidArgument, "direction"},
@@ -416,9 +432,9 @@ func TestBadQueries(t *testing.T) {
 	}
 }
 
-// The proxy's histogram bounds are the control plane's.
-func TestSameLatencyBounds(t *testing.T) {
-	if traffic.LatencyBoundsMs != report.LatencyBoundsMs {
-		t.Errorf("control plane %v, proxy %v", traffic.LatencyBoundsMs, report.LatencyBoundsMs)
+// The proxy's histogram is the control plane's.
+func TestSameLatencyBuckets(t *testing.T) {
+	if report.Buckets != latency.Buckets {
+		t.Errorf("the proxy counts %d latency buckets, the control plane reads %d", report.Buckets, latency.Buckets)
 	}
 }

@@ -107,8 +107,8 @@ func fill(c *counts, win time.Duration) (requests uint64, rps float64, success *
 	if c.requests >= 0.5 {
 		sr := min(c.successes/c.requests, 1)
 		success = &sr
-		if p50 := quantile(0.5, &c.latency); !math.IsNaN(p50) {
-			lat = &Latency{P50: p50, P95: quantile(0.95, &c.latency), P99: quantile(0.99, &c.latency)}
+		if p50 := c.latency.Quantile(0.5); !math.IsNaN(p50) {
+			lat = &Latency{P50: p50, P95: c.latency.Quantile(0.95), P99: c.latency.Quantile(0.99)}
 		}
 	}
 	return requests, rps, success, lat

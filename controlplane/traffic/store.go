@@ -1,24 +1,15 @@
 package traffic
 
 import (
-	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/trellis-mesh/trellis/ca"
+	"github.com/trellis-mesh/trellis/latency"
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
 )
-
-// LatencyBoundsMs are the latency histogram's bucket bounds that the
-// proxies must report with (ReportRequest.latency_bounds_ms): those of the
-// proxy's Prometheus histogram. A test checks that proxy/report uses them;
-// the control plane does not import the proxy.
-var LatencyBoundsMs = [...]float64{0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000}
-
-// latencyBuckets is one bucket per bound and one for the rest.
-const latencyBuckets = len(LatencyBoundsMs) + 1
 
 // Options configure a Store.
 type Options struct {
@@ -62,6 +53,8 @@ type Store struct {
 	ownersSince time.Time
 	// expired is when gone proxies were last forgotten.
 	expired time.Time
+	// scratch holds a report row's histogram while it is added.
+	scratch latency.Histogram
 }
 
 // maxOwners bounds Store.owners.
@@ -121,10 +114,13 @@ type aggKey struct {
 }
 
 // counts are a row's sums in one bucket. They are floats: a report that
-// spans two buckets is shared between them by time.
+// spans two buckets is shared between them by time. The latency histogram
+// is sparse (most rows' requests fall in a few of its 156 buckets), so a
+// row costs tens of bytes for its latencies rather than a kilobyte and a
+// quarter.
 type counts struct {
 	requests, successes float64
-	latency             [latencyBuckets]float64
+	latency             latency.Histogram
 	reqBytes, respBytes float64
 	tcp                 float64
 }
@@ -132,9 +128,7 @@ type counts struct {
 func (c *counts) add(o *counts, f float64) {
 	c.requests += o.requests * f
 	c.successes += o.successes * f
-	for i := range c.latency {
-		c.latency[i] += o.latency[i] * f
-	}
+	c.latency = c.latency.Add(o.latency, f)
 	c.reqBytes += o.reqBytes * f
 	c.respBytes += o.respBytes * f
 	c.tcp += o.tcp * f
@@ -204,7 +198,7 @@ func (s *Store) ingest(r reporter, req *controlplanev1.ReportRequest) {
 	}
 	for _, row := range req.GetRows() {
 		k := s.keyOf(p, row)
-		c := countsOf(row)
+		c := countsOf(row, &s.scratch)
 		for _, sh := range shares {
 			dst := sh.b.rows[k]
 			if dst == nil {
@@ -234,7 +228,9 @@ func minTime(a, b time.Time) time.Time {
 	return b
 }
 
-func countsOf(row *controlplanev1.TrafficRow) *counts {
+// countsOf is row's counts; its histogram is made in *scratch, which
+// counts.add copies from, so that a report's rows allocate nothing.
+func countsOf(row *controlplanev1.TrafficRow, scratch *latency.Histogram) *counts {
 	c := &counts{
 		requests:  float64(row.Requests),
 		successes: float64(row.Successes),
@@ -242,9 +238,11 @@ func countsOf(row *controlplanev1.TrafficRow) *counts {
 		respBytes: float64(row.ResponseBytes),
 		tcp:       float64(row.TcpConnections),
 	}
-	for i, n := range row.LatencyCounts {
-		c.latency[i] = float64(n)
+	h := (*scratch)[:0]
+	for i, b := range row.LatencyBuckets {
+		h = append(h, latency.Bucket{Index: uint16(b), Count: float64(row.LatencyBucketCounts[i])})
 	}
+	*scratch, c.latency = h, h
 	return c
 }
 
@@ -429,34 +427,4 @@ func (s *Store) proxyCount() int {
 		}
 	}
 	return n
-}
-
-// quantile is the q-quantile of a histogram with LatencyBoundsMs, as
-// Prometheus' histogram_quantile computes it: linear within the bucket
-// that holds the rank (from 0 for the first), and the highest bound for a
-// rank in the last, unbounded bucket. NaN for an empty histogram.
-func quantile(q float64, h *[latencyBuckets]float64) float64 {
-	var total float64
-	for _, c := range h {
-		total += c
-	}
-	if total <= 0 {
-		return math.NaN()
-	}
-	rank := q * total
-	var cum float64
-	for i, c := range h {
-		if c > 0 && cum+c >= rank {
-			if i == len(LatencyBoundsMs) {
-				return LatencyBoundsMs[len(LatencyBoundsMs)-1]
-			}
-			lo := 0.0
-			if i > 0 {
-				lo = LatencyBoundsMs[i-1]
-			}
-			return lo + (LatencyBoundsMs[i]-lo)*(rank-cum)/c
-		}
-		cum += c
-	}
-	return LatencyBoundsMs[len(LatencyBoundsMs)-1]
 }

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/trellis-mesh/trellis/latency"
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
 )
 
@@ -47,47 +48,18 @@ func shopPods(namespace, name string) (PodInfo, bool) {
 	return info, ok
 }
 
-// latency is a histogram of n requests all in bucket i.
-func latency(i int, n uint64) []uint64 {
-	h := make([]uint64, latencyBuckets)
-	h[i] = n
-	return h
+// bucketMs is the latency bucket of a request of ms milliseconds.
+func bucketMs(ms float64) uint32 {
+	return uint32(latency.BucketOf(time.Duration(ms * float64(time.Millisecond))))
 }
 
 func report(pod, id string, interval time.Duration, rows ...*controlplanev1.TrafficRow) (reporter, *controlplanev1.ReportRequest) {
 	return reporter{namespace: "shop", pod: pod, identity: id}, &controlplanev1.ReportRequest{
 		Proxy: &controlplanev1.ProxyInfo{Namespace: "shop", Pod: pod, Identity: id, Version: "v0.1.0",
 			CertNotAfter: timestamppb.New(time.Unix(2e9, 0)), DiscoveryStreams: 2},
-		Interval:        durationpb.New(interval),
-		LatencyBoundsMs: LatencyBoundsMs[:],
-		Rows:            rows,
-	}
-}
-
-func TestQuantile(t *testing.T) {
-	for name, tc := range map[string]struct {
-		h    map[int]float64 // bucket → count
-		q    float64
-		want float64
-	}{
-		"empty":                 {nil, 0.5, math.NaN()},
-		"middle of the first":   {map[int]float64{0: 10}, 0.5, 0.25},            // [0, 0.5]
-		"within a bucket":       {map[int]float64{3: 100}, 0.5, 3.5},            // [2, 5]
-		"second bucket of two":  {map[int]float64{0: 50, 4: 50}, 0.75, 7.5},     // [5, 10], half way
-		"top of a bucket":       {map[int]float64{0: 50, 4: 50}, 0.5, 0.5},      // rank 50: the first's top
-		"the unbounded bucket":  {map[int]float64{14: 10}, 0.99, 10000},         // its lower bound
-		"p99 at a bucket's top": {map[int]float64{2: 90, 5: 9, 9: 1}, 0.99, 20}, // rank 99 = 90+9: the top of (10, 20]
-	} {
-		t.Run(name, func(t *testing.T) {
-			var h [latencyBuckets]float64
-			for i, c := range tc.h {
-				h[i] = c
-			}
-			got := quantile(tc.q, &h)
-			if !(math.IsNaN(tc.want) && math.IsNaN(got)) && math.Abs(got-tc.want) > 1e-9 {
-				t.Errorf("quantile(%v) = %v, want %v", tc.q, got, tc.want)
-			}
-		})
+		Interval:              durationpb.New(interval),
+		LatencyBucketBoundsMs: latency.BoundsMs[:],
+		Rows:                  rows,
 	}
 }
 
@@ -99,7 +71,7 @@ func TestWindowing(t *testing.T) {
 	s := NewStore(Options{Now: c.Now, Pods: shopPods})
 	row := func(n uint64) *controlplanev1.TrafficRow {
 		return &controlplanev1.TrafficRow{Direction: controlplanev1.Direction_DIRECTION_INBOUND, PeerIdentity: webID, Mtls: true,
-			Requests: n, Successes: n, LatencyCounts: latency(4, n)}
+			Requests: n, Successes: n, LatencyBuckets: []uint32{bucketMs(7)}, LatencyBucketCounts: []uint64{n}}
 	}
 	// 40 requests over [t+5s, t+15s): 20 in each of two buckets.
 	c.Advance(15 * time.Second)
@@ -135,19 +107,19 @@ func TestAggregation(t *testing.T) {
 	s := NewStore(Options{Now: c.Now, Pods: shopPods})
 	out := func(pod string, n, ok uint64) *controlplanev1.TrafficRow {
 		return &controlplanev1.TrafficRow{Direction: controlplanev1.Direction_DIRECTION_OUTBOUND, PeerIdentity: apiID, PeerPod: pod,
-			Service: "shop/api", Route: "shop/api-v1", Mtls: true, Requests: n, Successes: ok, LatencyCounts: latency(3, n),
+			Service: "shop/api", Route: "shop/api-v1", Mtls: true, Requests: n, Successes: ok, LatencyBuckets: []uint32{bucketMs(3.5)}, LatencyBucketCounts: []uint64{n},
 			RequestBytes: 100 * n, ResponseBytes: 1000 * n}
 	}
 	in := func(peer string, n, ok uint64, mtls bool) *controlplanev1.TrafficRow {
 		return &controlplanev1.TrafficRow{Direction: controlplanev1.Direction_DIRECTION_INBOUND, PeerIdentity: peer, Mtls: mtls,
-			Requests: n, Successes: ok, LatencyCounts: latency(3, n), RequestBytes: 100 * n, ResponseBytes: 1000 * n}
+			Requests: n, Successes: ok, LatencyBuckets: []uint32{bucketMs(3.5)}, LatencyBucketCounts: []uint64{n}, RequestBytes: 100 * n, ResponseBytes: 1000 * n}
 	}
 	c.Advance(10 * time.Second)
 	// web calls both api pods; each api pod reports what it served, and
 	// one also served a caller outside the mesh.
 	s.ingest(report("web-6d8f7b9c4-abcde", webID, 10*time.Second, out("api-5c7d8e9f-xyz12", 60, 60), out("api-5c7d8e9f-qrs34", 40, 30),
 		&controlplanev1.TrafficRow{Direction: controlplanev1.Direction_DIRECTION_OUTBOUND, Service: "shop/api", Route: "shop/api-v1",
-			Requests: 10, Successes: 10, LatencyCounts: latency(0, 10)})) // no route matched: the proxy's 404s, no pod
+			Requests: 10, Successes: 10, LatencyBuckets: []uint32{bucketMs(0.3)}, LatencyBucketCounts: []uint64{10}})) // no route matched: the proxy's 404s, no pod
 	s.ingest(report("api-5c7d8e9f-xyz12", apiID, 10*time.Second, in(webID, 60, 60, true), in("", 20, 10, false)))
 	s.ingest(report("api-5c7d8e9f-qrs34", apiID, 10*time.Second, in(webID, 40, 30, true)))
 	c.Advance(10 * time.Second) // the bucket has settled
@@ -161,7 +133,7 @@ func TestAggregation(t *testing.T) {
 	if api.Requests != 120 || api.MeshedPods != 2 || *api.SuccessRate != 100.0/120 || api.BytesIn != 12000 || api.BytesOut != 120000 {
 		t.Errorf("api: %+v", api)
 	}
-	if api.LatencyMs == nil || api.LatencyMs.P50 != 3.5 {
+	if api.LatencyMs == nil || math.Abs(api.LatencyMs.P50-3.5)/3.5 > latency.RelativeError {
 		t.Errorf("api latency: %+v", api.LatencyMs)
 	}
 	if web := byWorkload["web"]; web.Requests != 0 || web.SuccessRate != nil || web.LatencyMs != nil || web.MeshedPods != 1 {
@@ -217,7 +189,7 @@ func TestRowCap(t *testing.T) {
 	var rows []*controlplanev1.TrafficRow
 	for _, pod := range []string{"a", "b", "c"} {
 		rows = append(rows, &controlplanev1.TrafficRow{Direction: controlplanev1.Direction_DIRECTION_OUTBOUND, PeerPod: pod, Service: "shop/api",
-			Requests: 1, Successes: 1, LatencyCounts: latency(0, 1)})
+			Requests: 1, Successes: 1, LatencyBuckets: []uint32{bucketMs(0.3)}, LatencyBucketCounts: []uint64{1}})
 	}
 	s.ingest(report("web-6d8f7b9c4-abcde", webID, time.Second, rows...))
 	if n := s.rowCount(); n != 2 {
@@ -238,7 +210,7 @@ func BenchmarkIngest(b *testing.B) {
 	for i := range MaxRowsPerMessage {
 		rows = append(rows, &controlplanev1.TrafficRow{Direction: controlplanev1.Direction_DIRECTION_OUTBOUND, PeerIdentity: apiID,
 			PeerPod: "api-5c7d8e9f-" + time.Duration(i).String(), Service: "shop/api", Route: "shop/api-v1", Mtls: true,
-			Requests: 10, Successes: 9, LatencyCounts: latency(3, 10)})
+			Requests: 10, Successes: 9, LatencyBuckets: []uint32{bucketMs(3.5)}, LatencyBucketCounts: []uint64{10}})
 	}
 	r, req := report("web-6d8f7b9c4-abcde", webID, 10*time.Second, rows...)
 	c.Advance(5 * time.Second)

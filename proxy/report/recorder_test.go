@@ -1,34 +1,17 @@
 package report
 
 import (
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/trellis-mesh/trellis/latency"
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
 )
 
 var outKey = Key{Direction: controlplanev1.Direction_DIRECTION_OUTBOUND, PeerIdentity: "spiffe://cluster.local/ns/shop/sa/api",
 	PeerPod: "api-7d4b9c-x2x9z", Service: "shop/api", Route: "shop/api-route", MTLS: true}
-
-func TestBucketOf(t *testing.T) {
-	for _, tc := range []struct {
-		d    time.Duration
-		want int
-	}{
-		{0, 0},
-		{500 * time.Microsecond, 0}, // bounds are inclusive, as Prometheus' le
-		{501 * time.Microsecond, 1},
-		{3 * time.Millisecond, 3},
-		{10 * time.Second, 13},
-		{10*time.Second + 1, 14},
-		{time.Hour, 14},
-	} {
-		if got := bucketOf(tc.d); got != tc.want {
-			t.Errorf("bucketOf(%s) = %d, want %d", tc.d, got, tc.want)
-		}
-	}
-}
 
 // A collection takes the counts since the last one: deltas, only rows
 // with something, and requests are what the histogram holds.
@@ -60,10 +43,15 @@ func TestCollectDeltas(t *testing.T) {
 		http.Route != "shop/api-route" || http.PeerPod != outKey.PeerPod || !http.Mtls {
 		t.Errorf("outbound row: %v", http)
 	}
-	if len(http.LatencyCounts) != Buckets || http.LatencyCounts[3] != 2 || http.LatencyCounts[11] != 1 {
-		t.Errorf("latency counts %v: want 2 in [2ms,5ms] and 1 in [1s,2s]", http.LatencyCounts)
+	// Sparse: the two buckets that hold requests, increasing.
+	ms3, s2 := uint32(latency.BucketOf(3*time.Millisecond)), uint32(latency.BucketOf(2*time.Second))
+	if !slices.Equal(http.LatencyBuckets, []uint32{ms3, s2}) || !slices.Equal(http.LatencyBucketCounts, []uint64{2, 1}) {
+		t.Errorf("latency buckets %v counts %v: want 2 in bucket %d (3 ms) and 1 in %d (2 s)", http.LatencyBuckets, http.LatencyBucketCounts, ms3, s2)
 	}
-	if tcp.TcpConnections != 1 || tcp.Requests != 0 || tcp.LatencyCounts != nil {
+	if lo, hi := latency.BoundsMs[ms3-1], latency.BoundsMs[ms3]; lo >= 3 || hi < 3 {
+		t.Errorf("bucket %d is (%v, %v] ms, which does not hold 3 ms", ms3, lo, hi)
+	}
+	if tcp.TcpConnections != 1 || tcp.Requests != 0 || tcp.LatencyBuckets != nil || tcp.LatencyBucketCounts != nil {
 		t.Errorf("tcp row: %v", tcp)
 	}
 	if again := rec.Collect(); len(again) != 0 {

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/trellis-mesh/trellis/latency"
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
 )
 
@@ -138,11 +139,11 @@ func (r *Reporter) messages(interval time.Duration) []*controlplanev1.ReportRequ
 	for first := true; first || len(rows) > 0; first = false {
 		n := min(len(rows), MaxRowsPerMessage)
 		msgs = append(msgs, &controlplanev1.ReportRequest{
-			Proxy:           info,
-			Interval:        durationpb.New(interval),
-			LatencyBoundsMs: LatencyBoundsMs[:],
-			Rows:            rows[:n],
-			DroppedReports:  r.droppedN,
+			Proxy:                 info,
+			Interval:              durationpb.New(interval),
+			LatencyBucketBoundsMs: latency.BoundsMs[:],
+			Rows:                  rows[:n],
+			DroppedReports:        r.droppedN,
 		})
 		rows = rows[n:]
 	}

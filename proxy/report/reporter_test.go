@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/trellis-mesh/trellis/latency"
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
 )
 
@@ -136,7 +137,7 @@ func TestReporterSendsDropsAndReconnects(t *testing.T) {
 	waitFor(t, "the first requests' report", func() bool { return totalRequests(s.messages()) == 2 })
 	msgs := s.messages()
 	m := msgs[len(msgs)-1]
-	if m.Proxy.GetPod() != "web-1" || len(m.LatencyBoundsMs) != len(LatencyBoundsMs) || m.Interval.AsDuration() <= 0 || m.DroppedReports != 0 {
+	if m.Proxy.GetPod() != "web-1" || len(m.LatencyBucketBoundsMs) != latency.Bounds || m.Interval.AsDuration() <= 0 || m.DroppedReports != 0 {
 		t.Errorf("report: %v", m)
 	}
 	waitFor(t, "empty reports that say the proxy is there", func() bool { return len(s.messages()) >= len(msgs)+2 })

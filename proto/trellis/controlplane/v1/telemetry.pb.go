@@ -85,13 +85,13 @@ type ReportRequest struct {
 	// (or the proxy's start) to now. At most 10 minutes. A report split in
 	// several messages gives each the same interval.
 	Interval *durationpb.Duration `protobuf:"bytes,2,opt,name=interval,proto3" json:"interval,omitempty"`
-	// latency_bounds_ms are the upper bounds of the latency histogram's
-	// buckets, in milliseconds, increasing; a last bucket (no bound) holds
-	// the rest. They are those of the proxy's Prometheus histogram
-	// trellis_proxy_http_request_duration_seconds: 0.5, 1, 2, 5, 10, 20,
-	// 50, 100, 200, 500, 1000, 2000, 5000, 10000. The control plane refuses
-	// other bounds (a proxy of an incompatible version).
-	LatencyBoundsMs []float64 `protobuf:"fixed64,3,rep,packed,name=latency_bounds_ms,json=latencyBoundsMs,proto3" json:"latency_bounds_ms,omitempty"`
+	// latency_bucket_bounds_ms are the upper bounds of the latency
+	// histogram's buckets, in milliseconds, increasing; a last bucket (no
+	// bound) holds the rest. They are log-linear, 8 to a doubling:
+	// 2^(i/8) ms for i from -27 to 127 (about 0.096 ms to 60.1 s), 155
+	// bounds (package latency). The control plane refuses other bounds (a
+	// proxy of an incompatible version).
+	LatencyBucketBoundsMs []float64 `protobuf:"fixed64,6,rep,packed,name=latency_bucket_bounds_ms,json=latencyBucketBoundsMs,proto3" json:"latency_bucket_bounds_ms,omitempty"`
 	// rows are the interval's counts, only those with a non-zero count; at
 	// most 500, so that a message stays well below the control plane's
 	// 256 KiB limit (a proxy with more sends several messages).
@@ -147,9 +147,9 @@ func (x *ReportRequest) GetInterval() *durationpb.Duration {
 	return nil
 }
 
-func (x *ReportRequest) GetLatencyBoundsMs() []float64 {
+func (x *ReportRequest) GetLatencyBucketBoundsMs() []float64 {
 	if x != nil {
-		return x.LatencyBoundsMs
+		return x.LatencyBucketBoundsMs
 	}
 	return nil
 }
@@ -295,10 +295,13 @@ type TrafficRow struct {
 	// and for gRPC a status other than UNKNOWN, DEADLINE_EXCEEDED, INTERNAL
 	// and UNAVAILABLE, with the whole response passed on.
 	Successes uint64 `protobuf:"varint,8,opt,name=successes,proto3" json:"successes,omitempty"`
-	// latency_counts are the requests by duration, one count per bucket of
-	// latency_bounds_ms and one more for the rest; not cumulative. They add
-	// up to requests.
-	LatencyCounts []uint64 `protobuf:"varint,9,rep,packed,name=latency_counts,json=latencyCounts,proto3" json:"latency_counts,omitempty"`
+	// latency_buckets and latency_bucket_counts are the requests by
+	// duration, sparse: the indexes (into latency_bucket_bounds_ms, the last
+	// bucket being its length) of the buckets that hold requests,
+	// increasing, and their counts, one each, none zero. The counts add up
+	// to requests. Most rows' requests fall in a few of the 156 buckets.
+	LatencyBuckets      []uint32 `protobuf:"varint,13,rep,packed,name=latency_buckets,json=latencyBuckets,proto3" json:"latency_buckets,omitempty"`
+	LatencyBucketCounts []uint64 `protobuf:"varint,14,rep,packed,name=latency_bucket_counts,json=latencyBucketCounts,proto3" json:"latency_bucket_counts,omitempty"`
 	// request_bytes and response_bytes are the bytes of the bodies.
 	RequestBytes  uint64 `protobuf:"varint,10,opt,name=request_bytes,json=requestBytes,proto3" json:"request_bytes,omitempty"`
 	ResponseBytes uint64 `protobuf:"varint,11,opt,name=response_bytes,json=responseBytes,proto3" json:"response_bytes,omitempty"`
@@ -394,9 +397,16 @@ func (x *TrafficRow) GetSuccesses() uint64 {
 	return 0
 }
 
-func (x *TrafficRow) GetLatencyCounts() []uint64 {
+func (x *TrafficRow) GetLatencyBuckets() []uint32 {
 	if x != nil {
-		return x.LatencyCounts
+		return x.LatencyBuckets
+	}
+	return nil
+}
+
+func (x *TrafficRow) GetLatencyBucketCounts() []uint64 {
+	if x != nil {
+		return x.LatencyBucketCounts
 	}
 	return nil
 }
@@ -464,13 +474,13 @@ var File_trellis_controlplane_v1_telemetry_proto protoreflect.FileDescriptor
 
 const file_trellis_controlplane_v1_telemetry_proto_rawDesc = "" +
 	"\n" +
-	"'trellis/controlplane/v1/telemetry.proto\x12\x17trellis.controlplane.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x02\n" +
+	"'trellis/controlplane/v1/telemetry.proto\x12\x17trellis.controlplane.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x02\n" +
 	"\rReportRequest\x128\n" +
 	"\x05proxy\x18\x01 \x01(\v2\".trellis.controlplane.v1.ProxyInfoR\x05proxy\x125\n" +
-	"\binterval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12*\n" +
-	"\x11latency_bounds_ms\x18\x03 \x03(\x01R\x0flatencyBoundsMs\x127\n" +
+	"\binterval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\binterval\x127\n" +
+	"\x18latency_bucket_bounds_ms\x18\x06 \x03(\x01R\x15latencyBucketBoundsMs\x127\n" +
 	"\x04rows\x18\x04 \x03(\v2#.trellis.controlplane.v1.TrafficRowR\x04rows\x12'\n" +
-	"\x0fdropped_reports\x18\x05 \x01(\x04R\x0edroppedReports\"\xa2\x02\n" +
+	"\x0fdropped_reports\x18\x05 \x01(\x04R\x0edroppedReportsJ\x04\b\x03\x10\x04R\x11latency_bounds_ms\"\xa2\x02\n" +
 	"\tProxyInfo\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n" +
 	"\x03pod\x18\x02 \x01(\tR\x03pod\x12\x1a\n" +
@@ -478,7 +488,7 @@ const file_trellis_controlplane_v1_telemetry_proto_rawDesc = "" +
 	"\aversion\x18\x04 \x01(\tR\aversion\x12@\n" +
 	"\x0ecert_not_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fcertNotAfter\x12@\n" +
 	"\x0elast_config_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\flastConfigAt\x12+\n" +
-	"\x11discovery_streams\x18\a \x01(\rR\x10discoveryStreams\"\xa8\x03\n" +
+	"\x11discovery_streams\x18\a \x01(\rR\x10discoveryStreams\"\xf4\x03\n" +
 	"\n" +
 	"TrafficRow\x12@\n" +
 	"\tdirection\x18\x01 \x01(\x0e2\".trellis.controlplane.v1.DirectionR\tdirection\x12#\n" +
@@ -488,12 +498,14 @@ const file_trellis_controlplane_v1_telemetry_proto_rawDesc = "" +
 	"\x05route\x18\x05 \x01(\tR\x05route\x12\x12\n" +
 	"\x04mtls\x18\x06 \x01(\bR\x04mtls\x12\x1a\n" +
 	"\brequests\x18\a \x01(\x04R\brequests\x12\x1c\n" +
-	"\tsuccesses\x18\b \x01(\x04R\tsuccesses\x12%\n" +
-	"\x0elatency_counts\x18\t \x03(\x04R\rlatencyCounts\x12#\n" +
+	"\tsuccesses\x18\b \x01(\x04R\tsuccesses\x12'\n" +
+	"\x0flatency_buckets\x18\r \x03(\rR\x0elatencyBuckets\x122\n" +
+	"\x15latency_bucket_counts\x18\x0e \x03(\x04R\x13latencyBucketCounts\x12#\n" +
 	"\rrequest_bytes\x18\n" +
 	" \x01(\x04R\frequestBytes\x12%\n" +
 	"\x0eresponse_bytes\x18\v \x01(\x04R\rresponseBytes\x12'\n" +
-	"\x0ftcp_connections\x18\f \x01(\x04R\x0etcpConnections\"\x10\n" +
+	"\x0ftcp_connections\x18\f \x01(\x04R\x0etcpConnectionsJ\x04\b\t\x10\n" +
+	"R\x0elatency_counts\"\x10\n" +
 	"\x0eReportResponse*U\n" +
 	"\tDirection\x12\x19\n" +
 	"\x15DIRECTION_UNSPECIFIED\x10\x00\x12\x16\n" +
