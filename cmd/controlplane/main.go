@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -56,6 +57,7 @@ func main() {
 	var kubeBurst int
 	var mtlsMode string
 	var trafficMaxRows int
+	var service string
 	flag.StringVar(&cfg.Mesh, "mesh", "default", "name of the Mesh this control plane serves")
 	flag.StringVar(&cfg.Namespace, "namespace", "trellis-system", "namespace the control plane runs in")
 	flag.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of the mesh")
@@ -73,6 +75,8 @@ func main() {
 	flag.StringVar(&mtlsMode, "mtls-mode", string(meshv1.MTLSModePermissive), "the Mesh's spec.mtls.mode, sent to every proxy: Permissive or Strict")
 	flag.IntVar(&trafficMaxRows, "traffic-max-rows", 4096,
 		"most rows of the proxies' traffic reports kept per 10 s bucket (30 buckets: the last 5 minutes); more are dropped and counted in trellis_controlplane_traffic_rows_dropped_total")
+	flag.StringVar(&service, "service", "trellis-controlplane",
+		"the control plane's Service in --namespace: its ready endpoints are the other replicas, which the traffic API asks for their proxies' traffic")
 	flag.Parse()
 
 	level := slog.LevelInfo
@@ -108,7 +112,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	ctx = logr.NewContext(ctx, logr.FromSlogHandler(logger.Handler()))
-	if err := run(ctx, cfg, kube, restCfg, meshv1.MTLSMode(mtlsMode), trafficMaxRows, logger); err != nil {
+	if err := run(ctx, cfg, kube, restCfg, meshv1.MTLSMode(mtlsMode), trafficOptions{maxRows: trafficMaxRows, service: service}, logger); err != nil {
 		logger.Error("control plane stopped", "error", err)
 		os.Exit(1)
 	}
@@ -199,7 +203,15 @@ func startDiscovery(ctx context.Context, cfg controlplane.Config, restCfg *rest.
 	return srv, c, nil
 }
 
-func run(ctx context.Context, cfg controlplane.Config, kube kubernetes.Interface, restCfg *rest.Config, mode meshv1.MTLSMode, trafficMaxRows int, logger *slog.Logger) error {
+// trafficOptions configure the traffic Store and its API.
+type trafficOptions struct {
+	maxRows int
+	// service is the control plane's Service, whose endpoints are the
+	// replicas.
+	service string
+}
+
+func run(ctx context.Context, cfg controlplane.Config, kube kubernetes.Interface, restCfg *rest.Config, mode meshv1.MTLSMode, to trafficOptions, logger *slog.Logger) error {
 	// Whichever server fails first stops the other.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -212,7 +224,21 @@ func run(ctx context.Context, cfg controlplane.Config, kube kubernetes.Interface
 		return fmt.Errorf("listening on %s: %w", cfg.GRPCAddr, err)
 	}
 	// The proxies' traffic reports, served on the HTTP port's /api/v1/.
-	store := traffic.NewStore(traffic.Options{MaxRowsPerBucket: trafficMaxRows})
+	// Each proxy reports to this replica or another; the API asks the
+	// others (their pod IPs, on this same HTTP port) to answer for the
+	// whole mesh.
+	self := os.Getenv("POD_NAME")
+	if self == "" {
+		if self, err = os.Hostname(); err != nil {
+			return fmt.Errorf("this replica's pod name: POD_NAME is not set and the hostname is unknown: %w", err)
+		}
+	}
+	_, portText, err := net.SplitHostPort(cfg.HTTPAddr)
+	httpPort, perr := strconv.Atoi(portText)
+	if err != nil || perr != nil {
+		return fmt.Errorf("--http-addr=%q: want [host]:port, such as :15014", cfg.HTTPAddr)
+	}
+	store := traffic.NewStore(traffic.Options{MaxRowsPerBucket: to.maxRows, Self: self})
 	if err := store.Register(srv.Registry()); err != nil {
 		return fmt.Errorf("traffic metrics: %w", err)
 	}
@@ -229,6 +255,7 @@ func run(ctx context.Context, cfg controlplane.Config, kube kubernetes.Interface
 		return err
 	}
 	store.SetPods(traffic.ReaderPods(podCache))
+	store.SetPeers(traffic.EndpointSlicePeers(podCache, cfg.Namespace, to.service, self, httpPort))
 	gs := srv.GRPCServer()
 	controlplanev1.RegisterDiscoveryServiceServer(gs, disco)
 	traffic.NewServer(store).Register(gs)

@@ -15,6 +15,15 @@ import "time"
 // duration between MinWindow and MaxWindow, rounded up to a whole number of
 // buckets (BucketWidth); DefaultWindow when absent. A bad parameter is
 // answered 400 with an ErrorResponse.
+//
+// scope=mesh (the default) answers for the whole mesh: each proxy reports
+// to the one replica it is connected to, so the replica asked asks every
+// other ready replica of its Mesh for its scope=local answer, within
+// PeerTimeout, and adds them up exactly (counts, bytes, and histograms
+// bucket by bucket, the percentiles read from the sum). An answer missing
+// a replica says so: partial and message in the JSON, and the
+// HeaderPartial header (the only place for /api/v1/proxies, a JSON
+// array). scope=local answers for this replica's proxies only.
 
 // Paths of the API.
 const (
@@ -23,6 +32,16 @@ const (
 	PathTop     = "/api/v1/top"
 	PathProxies = "/api/v1/proxies"
 )
+
+// Values of the scope parameter.
+const (
+	ScopeMesh  = "mesh"
+	ScopeLocal = "local"
+)
+
+// HeaderPartial is set on a scope=mesh answer that misses a replica, to
+// the answer's message.
+const HeaderPartial = "Trellis-Partial"
 
 // Window bounds of the API: the store keeps MaxWindow of BucketWidth buckets.
 const (
@@ -45,6 +64,28 @@ type StatResponse struct {
 	Window string `json:"window"`
 	// rows are sorted by namespace, then name.
 	Rows []StatRow `json:"rows"`
+	Coverage
+}
+
+// Coverage says whose proxies an answer covers.
+type Coverage struct {
+	// replicas are the control plane replicas (pod names) that took part
+	// in the answer, this one first, and whether each answered.
+	Replicas []ReplicaAnswer `json:"replicas,omitempty"`
+	// partial is true when a replica did not answer: the traffic of the
+	// proxies connected to it is missing from the numbers.
+	Partial bool `json:"partial,omitempty"`
+	// message says, when partial, which replicas did not answer and why.
+	Message string `json:"message,omitempty"`
+}
+
+// ReplicaAnswer is one replica's part in an answer.
+type ReplicaAnswer struct {
+	// name is the replica's pod name.
+	Name     string `json:"name"`
+	Answered bool   `json:"answered"`
+	// error says why it did not answer.
+	Error string `json:"error,omitempty"`
 }
 
 // StatRow is the traffic of one workload, Service or route over the window.
@@ -79,6 +120,9 @@ type StatRow struct {
 	// latencyMs are percentiles of the requests' durations, from their
 	// arrival at the proxy to their response's end; absent without requests.
 	LatencyMs *Latency `json:"latencyMs,omitempty"`
+	// latencyHistogram is the requests by duration that latencyMs is read
+	// from; absent without requests. Replicas add them up bucket by bucket.
+	LatencyHistogram *LatencyHistogram `json:"latencyHistogram,omitempty"`
 	// bytesIn is the bytes of request bodies and bytesOut those of response
 	// bodies, seen from the row's side (the server's for a workload).
 	BytesIn  uint64 `json:"bytesIn"`
@@ -88,13 +132,30 @@ type StatRow struct {
 	TCPConnections uint64 `json:"tcpConnections"`
 }
 
-// Latency are percentiles in milliseconds, interpolated linearly within the
-// histogram bucket that holds them, as Prometheus' histogram_quantile does;
-// a percentile in the last, unbounded bucket is that bucket's lower bound.
+// Latency are percentiles in milliseconds, read from the proxies'
+// log-linear histogram (package latency): within 4.3% of the true
+// percentile for requests between 0.1 ms and 60 s; a percentile beyond
+// 60 s is 60 s.
 type Latency struct {
 	P50 float64 `json:"p50"`
 	P95 float64 `json:"p95"`
 	P99 float64 `json:"p99"`
+}
+
+// LatencyHistogram is a histogram of request durations: its buckets that
+// hold requests. The buckets are the proxies' (package latency, 8 a
+// doubling): a bucket holds the durations above the bound before its own
+// in latency.BoundsMs, up to its own.
+type LatencyHistogram struct {
+	// boundsMs are the upper bounds of the buckets that hold requests, in
+	// milliseconds, increasing: values of latency.BoundsMs.
+	BoundsMs []float64 `json:"boundsMs"`
+	// counts are the requests of each of those buckets. They may be
+	// fractional: a report that spans two 10 s buckets of the store is
+	// shared between them by time.
+	Counts []float64 `json:"counts"`
+	// overflow is the requests longer than the last bound (60 s).
+	Overflow float64 `json:"overflow,omitempty"`
 }
 
 // EdgesResponse is the answer of GET /api/v1/edges: who calls whom.
@@ -102,6 +163,7 @@ type EdgesResponse struct {
 	Window string `json:"window"`
 	// edges are sorted by source, then destination.
 	Edges []Edge `json:"edges"`
+	Coverage
 }
 
 // Edge is the traffic from one workload to another over the window. It is
@@ -114,6 +176,8 @@ type Edge struct {
 	RPS         float64         `json:"rps"`
 	SuccessRate *float64        `json:"successRate,omitempty"`
 	LatencyMs   *Latency        `json:"latencyMs,omitempty"`
+	// latencyHistogram is what latencyMs is read from (StatRow's).
+	LatencyHistogram *LatencyHistogram `json:"latencyHistogram,omitempty"`
 	// mtls is whether the traffic went in the mesh's mutual TLS. An edge
 	// with both is two edges, one per value.
 	MTLS           bool   `json:"mtls"`
@@ -153,10 +217,13 @@ type EdgeDestination struct {
 type TopResponse struct {
 	Window string    `json:"window"`
 	Rows   []StatRow `json:"rows"`
+	Coverage
 }
 
 // ProxyStatus is one element of GET /api/v1/proxies: a proxy that reported
-// to this control plane replica within MaxWindow, or is connected to it.
+// to a control plane replica within MaxWindow, or is connected to one.
+// With scope=mesh a proxy known to several replicas (it moved) is listed
+// once, as the one it is connected to, or reported to last, says.
 type ProxyStatus struct {
 	Namespace string `json:"namespace"`
 	Pod       string `json:"pod"`

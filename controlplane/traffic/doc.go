@@ -6,5 +6,8 @@
 // (api.go), which trellisctl and the web page import. It must not grow
 // without bound: rows and buckets are capped and what is over the cap is
 // counted and dropped. It does not persist anything; a restarted replica
-// starts empty, and each replica knows only the proxies connected to it.
+// starts empty. Each proxy reports to the one replica it is connected to,
+// so each Store knows only those proxies; the API answers for the whole
+// mesh by asking the other ready replicas for theirs (mesh.go) and adding
+// them up exactly.
 package traffic

@@ -52,6 +52,8 @@ func window(r *http.Request) (time.Duration, error) {
 type query struct {
 	namespace string
 	window    time.Duration
+	// local is scope=local: this replica's proxies only.
+	local bool
 }
 
 func parseQuery(w http.ResponseWriter, r *http.Request) (query, bool) {
@@ -60,12 +62,35 @@ func parseQuery(w http.ResponseWriter, r *http.Request) (query, bool) {
 		badRequest(w, "%v", err)
 		return query{}, false
 	}
+	ns, ok := parseNamespace(w, r)
+	if !ok {
+		return query{}, false
+	}
+	local, ok := parseScope(w, r)
+	return query{namespace: ns, window: win, local: local}, ok
+}
+
+func parseNamespace(w http.ResponseWriter, r *http.Request) (string, bool) {
 	ns := r.URL.Query().Get("namespace")
 	if len(ns) > 63 {
 		badRequest(w, "namespace=%q is longer than a namespace name can be (63)", ns)
-		return query{}, false
+		return "", false
 	}
-	return query{namespace: ns, window: win}, true
+	return ns, true
+}
+
+// parseScope reads the scope parameter: whether the answer is this
+// replica's proxies' only.
+func parseScope(w http.ResponseWriter, r *http.Request) (local bool, ok bool) {
+	switch v := r.URL.Query().Get("scope"); v {
+	case "", ScopeMesh:
+		return false, true
+	case ScopeLocal:
+		return true, true
+	default:
+		badRequest(w, "scope=%q: want mesh (every replica's proxies, the default) or local (this replica's)", v)
+		return false, false
+	}
 }
 
 // snapshot is the window's rows summed, the proxies, and when the window
@@ -100,25 +125,49 @@ func (g *group) add(c *counts, pod string) {
 	}
 }
 
-// fill sets the numbers of a row from c over win.
-func fill(c *counts, win time.Duration) (requests uint64, rps float64, success *float64, lat *Latency) {
-	requests = uint64(math.Round(c.requests))
-	rps = c.requests / win.Seconds()
+// numbers are the numbers of a StatRow or an Edge.
+type numbers struct {
+	requests    uint64
+	rps         float64
+	success     *float64
+	lat         *Latency
+	hist        *LatencyHistogram
+	in, out, tc uint64
+}
+
+// fill is the numbers of c over win.
+func fill(c *counts, win time.Duration) numbers {
+	n := numbers{
+		requests: uint64(math.Round(c.requests)),
+		rps:      c.requests / win.Seconds(),
+		in:       uint64(math.Round(c.reqBytes)),
+		out:      uint64(math.Round(c.respBytes)),
+		tc:       uint64(math.Round(c.tcp)),
+	}
 	if c.requests >= 0.5 {
 		sr := min(c.successes/c.requests, 1)
-		success = &sr
+		n.success = &sr
 		if p50 := c.latency.Quantile(0.5); !math.IsNaN(p50) {
-			lat = &Latency{P50: p50, P95: c.latency.Quantile(0.95), P99: c.latency.Quantile(0.99)}
+			n.lat = &Latency{P50: p50, P95: c.latency.Quantile(0.95), P99: c.latency.Quantile(0.99)}
+			n.hist = apiHistogram(c.latency)
 		}
 	}
-	return requests, rps, success, lat
+	return n
+}
+
+func (n numbers) setRow(row *StatRow) {
+	row.Requests, row.RPS, row.SuccessRate, row.LatencyMs, row.LatencyHistogram = n.requests, n.rps, n.success, n.lat, n.hist
+	row.BytesIn, row.BytesOut, row.TCPConnections = n.in, n.out, n.tc
+}
+
+func (n numbers) setEdge(e *Edge) {
+	e.Requests, e.RPS, e.SuccessRate, e.LatencyMs, e.LatencyHistogram = n.requests, n.rps, n.success, n.lat, n.hist
+	e.BytesIn, e.BytesOut, e.TCPConnections = n.in, n.out, n.tc
 }
 
 func statRow(kind, ns, name string, g *group, win time.Duration) StatRow {
 	row := StatRow{Kind: kind, Namespace: ns, Name: name, MeshedPods: len(g.pods)}
-	row.Requests, row.RPS, row.SuccessRate, row.LatencyMs = fill(&g.c, win)
-	row.BytesIn, row.BytesOut = uint64(math.Round(g.c.reqBytes)), uint64(math.Round(g.c.respBytes))
-	row.TCPConnections = uint64(math.Round(g.c.tcp))
+	fill(&g.c, win).setRow(&row)
 	return row
 }
 
@@ -176,9 +225,7 @@ func (s *Store) stat(q query, kind string) []StatRow {
 		}
 		out = append(out, row)
 	}
-	slices.SortFunc(out, func(a, b StatRow) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name), cmp.Compare(a.WorkloadKind, b.WorkloadKind))
-	})
+	sortStat(out)
 	if out == nil {
 		out = []StatRow{}
 	}
@@ -199,7 +246,18 @@ func (s *Store) serveStat(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, "by=%q: want workload, service or route", by)
 		return
 	}
-	writeJSON(w, http.StatusOK, StatResponse{Window: q.window.String(), Rows: s.stat(q, by)})
+	resp := StatResponse{Window: q.window.String(), Rows: s.stat(q, by)}
+	if !q.local {
+		resp.Rows, resp.Coverage = s.meshRows(r, PathStat, q, resp.Rows)
+		sortStat(resp.Rows)
+	}
+	writeAnswer(w, resp, resp.Coverage)
+}
+
+func sortStat(rows []StatRow) {
+	slices.SortFunc(rows, func(a, b StatRow) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name), cmp.Compare(a.WorkloadKind, b.WorkloadKind))
+	})
 }
 
 func (s *Store) serveTop(w http.ResponseWriter, r *http.Request) {
@@ -207,9 +265,13 @@ func (s *Store) serveTop(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	rows := s.stat(q, KindRoute)
-	slices.SortStableFunc(rows, func(a, b StatRow) int { return cmp.Compare(b.Requests, a.Requests) })
-	writeJSON(w, http.StatusOK, TopResponse{Window: q.window.String(), Rows: rows})
+	resp := TopResponse{Window: q.window.String(), Rows: s.stat(q, KindRoute)}
+	if !q.local {
+		resp.Rows, resp.Coverage = s.meshRows(r, PathTop, q, resp.Rows)
+		sortStat(resp.Rows)
+	}
+	slices.SortStableFunc(resp.Rows, func(a, b StatRow) int { return cmp.Compare(b.Requests, a.Requests) })
+	writeAnswer(w, resp, resp.Coverage)
 }
 
 // edges are who called whom: the client's view when the client is in the
@@ -248,11 +310,14 @@ func (s *Store) edges(q query) []Edge {
 	out := []Edge{}
 	for k, g := range groups {
 		e := Edge{Source: k.src, Destination: k.dst, MTLS: k.tls}
-		e.Requests, e.RPS, e.SuccessRate, e.LatencyMs = fill(&g.c, q.window)
-		e.BytesIn, e.BytesOut = uint64(math.Round(g.c.reqBytes)), uint64(math.Round(g.c.respBytes))
-		e.TCPConnections = uint64(math.Round(g.c.tcp))
+		fill(&g.c, q.window).setEdge(&e)
 		out = append(out, e)
 	}
+	sortEdges(out)
+	return out
+}
+
+func sortEdges(out []Edge) {
 	slices.SortFunc(out, func(a, b Edge) int {
 		return cmp.Or(
 			cmp.Compare(a.Source.Namespace, b.Source.Namespace), cmp.Compare(a.Source.Workload, b.Source.Workload),
@@ -261,7 +326,6 @@ func (s *Store) edges(q query) []Edge {
 			cmp.Compare(a.Destination.Service, b.Destination.Service), cmp.Compare(a.Destination.Identity, b.Destination.Identity),
 			compareBool(a.MTLS, b.MTLS))
 	})
-	return out
 }
 
 func compareBool(a, b bool) int {
@@ -279,7 +343,12 @@ func (s *Store) serveEdges(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, EdgesResponse{Window: q.window.String(), Edges: s.edges(q)})
+	resp := EdgesResponse{Window: q.window.String(), Edges: s.edges(q)}
+	if !q.local {
+		resp.Edges, resp.Coverage = s.meshEdges(r, q, resp.Edges)
+		sortEdges(resp.Edges)
+	}
+	writeAnswer(w, resp, resp.Coverage)
 }
 
 // Proxies are the proxies known, of namespace (all when empty), sorted.
@@ -301,10 +370,29 @@ func (s *Store) Proxies(namespace string) []ProxyStatus {
 }
 
 func (s *Store) serveProxies(w http.ResponseWriter, r *http.Request) {
-	ns := r.URL.Query().Get("namespace")
-	if len(ns) > 63 {
-		badRequest(w, "namespace=%q is longer than a namespace name can be (63)", ns)
+	ns, ok := parseNamespace(w, r)
+	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, s.Proxies(ns))
+	local, ok := parseScope(w, r)
+	if !ok {
+		return
+	}
+	proxies := s.Proxies(ns)
+	if local {
+		writeJSON(w, http.StatusOK, proxies)
+		return
+	}
+	proxies, cov := s.meshProxies(r, proxies)
+	writeAnswer(w, proxies, cov)
+}
+
+// writeAnswer writes a scope=mesh answer, with HeaderPartial when it
+// misses a replica.
+func writeAnswer(w http.ResponseWriter, v any, cov Coverage) {
+	if cov.Partial {
+		// A header value is one line.
+		w.Header().Set(HeaderPartial, strings.Join(strings.Fields(cov.Message), " "))
+	}
+	writeJSON(w, http.StatusOK, v)
 }

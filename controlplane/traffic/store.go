@@ -1,6 +1,9 @@
 package traffic
 
 import (
+	"cmp"
+	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,6 +31,15 @@ type Options struct {
 	Pods PodLookup
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// Self is this replica's pod name, as answers name it; "local" when
+	// empty.
+	Self string
+	// Peers finds the other replicas (SetPeers sets it later); without
+	// it, every answer is this replica's alone.
+	Peers PeerLookup
+	// PeerTimeout bounds each question to another replica;
+	// DefaultPeerTimeout when zero.
+	PeerTimeout time.Duration
 }
 
 // Store keeps the proxies' reports for MaxWindow in BucketWidth buckets,
@@ -36,10 +48,16 @@ type Options struct {
 // one lock guards it, taken once per report message and per API request,
 // which is little next to the proxies' traffic it sums up.
 type Store struct {
-	maxRows  int
-	settle   time.Duration
-	pods     atomic.Pointer[PodLookup]
-	now      func() time.Time
+	maxRows int
+	settle  time.Duration
+	pods    atomic.Pointer[PodLookup]
+	now     func() time.Time
+
+	self        string
+	peers       atomic.Pointer[PeerLookup]
+	peerTimeout time.Duration
+	peerClient  *http.Client
+
 	metrics  *metrics
 	nBuckets int
 
@@ -72,6 +90,17 @@ func NewStore(o Options) *Store {
 	if o.Pods != nil {
 		s.SetPods(o.Pods)
 	}
+	if o.Peers != nil {
+		s.SetPeers(o.Peers)
+	}
+	s.self, s.peerTimeout = cmp.Or(o.Self, "local"), cmp.Or(o.PeerTimeout, DefaultPeerTimeout)
+	// Plain HTTP to the pods' IPs, within the cluster; no proxy from the
+	// environment.
+	s.peerClient = &http.Client{Transport: &http.Transport{
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     time.Minute,
+		DialContext:         (&net.Dialer{Timeout: s.peerTimeout}).DialContext,
+	}}
 	if s.maxRows <= 0 {
 		s.maxRows = 4096
 	}
