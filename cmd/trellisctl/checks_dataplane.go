@@ -207,12 +207,17 @@ func (c *checker) checkTraffic(mesh *meshv1.Mesh, want string) {
 		return
 	}
 	defer cp.Close()
-	proxies, err := cp.proxies(c.ctx, "")
+	cp.warn = nil // said by the check
+	proxies, partial, err := cp.proxies(c.ctx, "")
 	if err != nil {
 		c.warn(reach, err.Error(), "upgrade the control plane if it predates the traffic API")
 		return
 	}
-	c.ok(reach, fmt.Sprintf("%d %s", len(cp.replicas), plural(len(cp.replicas), "replica", "replicas")))
+	if partial != "" {
+		c.warn(reach, partial, "the proxies of the replica that did not answer are not checked; `kubectl -n "+meshNamespace(mesh)+" get pods` and its logs say why it does not answer")
+	} else {
+		c.ok(reach, "replica "+cp.name+" answers for the mesh")
+	}
 	proxies = c.withoutGonePods(proxies)
 
 	const versions = "proxies that report run the Mesh's proxy version"

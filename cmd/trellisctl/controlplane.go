@@ -24,42 +24,40 @@ import (
 	"github.com/trellis-mesh/trellis/controlplane/traffic"
 )
 
-// replica is one control plane replica's HTTP port as trellisctl reaches it.
-type replica struct {
-	// name is the pod's name, or the URL given with --control-plane-url.
+// controlPlane is the traffic API of one Mesh's control plane, through one
+// of its replicas: each replica answers for the whole mesh (it asks the
+// others for their proxies' traffic and adds it up), and says when an
+// answer misses a replica.
+type controlPlane struct {
+	// name is the replica's pod name, or the URL given with
+	// --control-plane-url.
 	name string
 	// base is http://127.0.0.1:<forwarded port> or the URL given.
-	base string
+	base   string
+	client *http.Client
+	close  func()
+	// warn receives the warning of an answer that misses a replica.
+	warn io.Writer
 }
 
-// controlPlane is the traffic API of one Mesh's control plane: every
-// replica, each through its own port-forward.
-type controlPlane struct {
-	replicas []replica
-	client   *http.Client
-	close    func()
-}
-
-// Close ends the port-forwards.
+// Close ends the port-forward.
 func (cp *controlPlane) Close() {
 	if cp.close != nil {
 		cp.close()
 	}
 }
 
-// connectControlPlane reaches the replicas of the Mesh's control plane:
-// those given by --control-plane-url, or every ready pod of its Deployment
-// through a port-forward to its HTTP port.
+// connectControlPlane reaches one replica of the Mesh's control plane: the
+// first --control-plane-url, or the first ready pod of its Deployment to
+// which a port-forward to its HTTP port succeeds.
 func (o *options) connectControlPlane(ctx context.Context) (*controlPlane, error) {
-	hc := &http.Client{Timeout: o.requestTimeout}
+	cp := &controlPlane{client: &http.Client{Timeout: o.requestTimeout}, warn: o.stderr}
 	if len(o.controlPlaneURLs) > 0 {
-		cp := &controlPlane{client: hc}
-		for _, u := range o.controlPlaneURLs {
-			if _, err := url.Parse(u); err != nil {
-				return nil, fmt.Errorf("--control-plane-url %q: %w", u, err)
-			}
-			cp.replicas = append(cp.replicas, replica{name: u, base: strings.TrimRight(u, "/")})
+		u := o.controlPlaneURLs[0]
+		if _, err := url.Parse(u); err != nil {
+			return nil, fmt.Errorf("--control-plane-url %q: %w", u, err)
 		}
+		cp.name, cp.base = u, strings.TrimRight(u, "/")
 		return cp, nil
 	}
 	cl, err := o.clients()
@@ -75,23 +73,17 @@ func (o *options) connectControlPlane(ctx context.Context) (*controlPlane, error
 	if err != nil {
 		return nil, err
 	}
-	cp := &controlPlane{client: hc}
-	var stops []func()
-	cp.close = func() {
-		for _, s := range stops {
-			s()
-		}
-	}
+	var errs []error
 	for _, p := range pods {
 		port, stop, err := forwardPort(ctx, cl, ns, p, 0, controllers.ControlPlaneHTTPPort, io.Discard)
 		if err != nil {
-			cp.Close()
-			return nil, err
+			errs = append(errs, err)
+			continue
 		}
-		stops = append(stops, stop)
-		cp.replicas = append(cp.replicas, replica{name: p, base: fmt.Sprintf("http://127.0.0.1:%d", port)})
+		cp.name, cp.base, cp.close = p, fmt.Sprintf("http://127.0.0.1:%d", port), stop
+		return cp, nil
 	}
-	return cp, nil
+	return nil, errors.Join(errs...)
 }
 
 // controlPlaneSelector finds a Mesh's control plane pods, as the operator
@@ -210,108 +202,82 @@ func forwardPort(ctx context.Context, cl *clients, ns, pod string, local, port i
 	}, nil
 }
 
-// get decodes the answer of one replica to path?query into v.
-func (cp *controlPlane) get(ctx context.Context, r replica, path string, query url.Values, v any) error {
-	u := r.base + path
+// get decodes the replica's answer to path?query into v, and returns its
+// HeaderPartial: what the answer misses, if anything.
+func (cp *controlPlane) get(ctx context.Context, path string, query url.Values, v any) (string, error) {
+	u := cp.base + path
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return err
+		return "", err
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := cp.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("control plane %s: %w", r.name, err)
+		return "", fmt.Errorf("control plane %s: %w", cp.name, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return fmt.Errorf("control plane %s: reading %s: %w", r.name, path, err)
+		return "", fmt.Errorf("control plane %s: reading %s: %w", cp.name, path, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e traffic.ErrorResponse
 		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			return fmt.Errorf("control plane %s: %s: %s", r.name, path, e.Error)
+			return "", fmt.Errorf("control plane %s: %s: %s", cp.name, path, e.Error)
 		}
 		if resp.StatusCode == http.StatusNotFound {
-			return fmt.Errorf("control plane %s: %s answered 404: it predates the traffic API; upgrade the Mesh's control plane", r.name, path)
+			return "", fmt.Errorf("control plane %s: %s answered 404: it predates the traffic API; upgrade the Mesh's control plane", cp.name, path)
 		}
-		return fmt.Errorf("control plane %s: %s answered %s", r.name, path, resp.Status)
+		return "", fmt.Errorf("control plane %s: %s answered %s", cp.name, path, resp.Status)
 	}
 	if err := json.Unmarshal(body, v); err != nil {
-		return fmt.Errorf("control plane %s: %s: not the traffic API's JSON: %w", r.name, path, err)
+		return "", fmt.Errorf("control plane %s: %s: not the traffic API's JSON: %w", cp.name, path, err)
 	}
-	return nil
+	partial := resp.Header.Get(traffic.HeaderPartial)
+	if partial != "" && cp.warn != nil {
+		_, _ = fmt.Fprintf(cp.warn, "Warning: %s\n", partial)
+	}
+	return partial, nil
 }
 
-// getAll asks every replica, in parallel, and returns their answers in the
-// replicas' order. One replica's error fails it all: a partial answer would
-// show part of the traffic as if it were all.
-func getAll[T any](ctx context.Context, cp *controlPlane, path string, query url.Values) ([]T, error) {
-	out := make([]T, len(cp.replicas))
-	errs := make([]error, len(cp.replicas))
-	done := make(chan struct{})
-	for i, r := range cp.replicas {
-		go func() {
-			defer func() { done <- struct{}{} }()
-			errs[i] = cp.get(ctx, r, path, query, &out[i])
-		}()
+func trafficQuery(namespace string, window time.Duration) url.Values {
+	q := url.Values{"window": {window.String()}}
+	if namespace != "" {
+		q.Set("namespace", namespace)
 	}
-	for range cp.replicas {
-		<-done
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return q
 }
 
 func (cp *controlPlane) stat(ctx context.Context, namespace, by string, window time.Duration) (traffic.StatResponse, error) {
-	q := url.Values{"by": {by}, "window": {window.String()}}
-	if namespace != "" {
-		q.Set("namespace", namespace)
-	}
-	answers, err := getAll[traffic.StatResponse](ctx, cp, traffic.PathStat, q)
-	if err != nil {
-		return traffic.StatResponse{}, err
-	}
-	return mergeStat(answers), nil
+	q := trafficQuery(namespace, window)
+	q.Set("by", by)
+	var resp traffic.StatResponse
+	_, err := cp.get(ctx, traffic.PathStat, q, &resp)
+	return resp, err
 }
 
 func (cp *controlPlane) top(ctx context.Context, namespace string, window time.Duration) (traffic.TopResponse, error) {
-	q := url.Values{"window": {window.String()}}
-	if namespace != "" {
-		q.Set("namespace", namespace)
-	}
-	answers, err := getAll[traffic.TopResponse](ctx, cp, traffic.PathTop, q)
-	if err != nil {
-		return traffic.TopResponse{}, err
-	}
-	return mergeTop(answers), nil
+	var resp traffic.TopResponse
+	_, err := cp.get(ctx, traffic.PathTop, trafficQuery(namespace, window), &resp)
+	return resp, err
 }
 
 func (cp *controlPlane) edges(ctx context.Context, namespace string, window time.Duration) (traffic.EdgesResponse, error) {
-	q := url.Values{"window": {window.String()}}
-	if namespace != "" {
-		q.Set("namespace", namespace)
-	}
-	answers, err := getAll[traffic.EdgesResponse](ctx, cp, traffic.PathEdges, q)
-	if err != nil {
-		return traffic.EdgesResponse{}, err
-	}
-	return mergeEdges(answers), nil
+	var resp traffic.EdgesResponse
+	_, err := cp.get(ctx, traffic.PathEdges, trafficQuery(namespace, window), &resp)
+	return resp, err
 }
 
-func (cp *controlPlane) proxies(ctx context.Context, namespace string) ([]traffic.ProxyStatus, error) {
+// proxies are the mesh's proxies, and what the answer misses, if anything.
+func (cp *controlPlane) proxies(ctx context.Context, namespace string) ([]traffic.ProxyStatus, string, error) {
 	q := url.Values{}
 	if namespace != "" {
 		q.Set("namespace", namespace)
 	}
-	answers, err := getAll[[]traffic.ProxyStatus](ctx, cp, traffic.PathProxies, q)
-	if err != nil {
-		return nil, err
-	}
-	return mergeProxies(answers), nil
+	var resp []traffic.ProxyStatus
+	partial, err := cp.get(ctx, traffic.PathProxies, q, &resp)
+	return resp, partial, err
 }

@@ -31,9 +31,9 @@ success or more, amber from 95%, red below; tables of workloads and proxies
 under it; it refreshes itself every 2 seconds. It needs no Prometheus: it
 reads the same API as trellisctl stat.
 
-The page shows what the replica it is served by knows: the proxies connected
-to that replica. With several replicas, trellisctl stat and edges add all of
-them up.`,
+The replica that serves the page answers for the whole mesh: it asks the
+other replicas for their proxies' traffic. When one does not answer, the page
+says so above the graph, and shows the rest.`,
 		Example: `  # Open the dashboard
   trellisctl dashboard
 

@@ -10,9 +10,9 @@
 //	trellisctl inject -f deploy.yaml    the admission webhook's injection, offline
 //
 // The traffic commands read the control plane's JSON API (package
-// controlplane/traffic) through a port-forward to each of its replicas, as
-// kubectl port-forward does, and merge what the replicas say: each replica
-// knows only the proxies connected to it.
+// controlplane/traffic) through a port-forward to one of its replicas, as
+// kubectl port-forward does: each replica answers for the whole mesh, and
+// says when an answer misses another replica.
 package main
 
 import (
@@ -72,9 +72,11 @@ func newRootCommand(argv0 string, stdin io.Reader, stdout, stderr io.Writer) *co
 
 The traffic commands (stat, top, edges, proxy-status, dashboard) read the
 golden metrics that the proxies report to the Mesh's control plane. They
-port-forward to each control plane replica (port 15014) of the Mesh named by
---mesh, as kubectl port-forward does, so they need the rights to list pods in
-the mesh namespace and to create pods/portforward there.
+port-forward to a ready control plane replica (port 15014) of the Mesh named
+by --mesh, as kubectl port-forward does, so they need the rights to list pods
+in the mesh namespace and to create pods/portforward there. Each proxy
+reports to one replica; the replica asked answers for the whole mesh (it
+asks the others), and a warning says when one of them did not answer.
 
 Numbers cover a window (--window, 10s to 5m, default 1m) of what the proxies
 reported; they report every 10 seconds, so the last seconds are not yet in.
@@ -106,7 +108,7 @@ plane API's (controlplane/traffic/api.go) and changes only by added fields.`,
 	pf.StringVarP(&o.output, "output", "o", "table", "output format: table, wide (more columns) or json")
 	pf.StringVar(&o.mesh, "mesh", meshv1.DefaultMeshName, "name of the Mesh whose control plane and webhook to use")
 	pf.StringSliceVar(&o.controlPlaneURLs, "control-plane-url", nil,
-		"base URL of a control plane replica's HTTP port (http://host:15014), repeatable; skips finding and port-forwarding to its pods")
+		"base URL of a control plane replica's HTTP port (http://host:15014); skips finding and port-forwarding to its pods (the first is used when repeated)")
 	_ = pf.MarkHidden("control-plane-url")
 	pf.DurationVar(&o.requestTimeout, "request-timeout", defaultRequestTimeout, "how long to wait for each answer of the API server or the control plane")
 

@@ -88,7 +88,7 @@ plane API's ProxyStatus ("namespace", "pod", "workload", "workloadKind",
 			if allNamespaces {
 				ns = ""
 			}
-			proxies, err := cp.proxies(ctx, ns)
+			proxies, _, err := cp.proxies(ctx, ns)
 			if err != nil {
 				return err
 			}

@@ -72,15 +72,18 @@ caller, meshed or not; a Service's or a route's is what the meshed callers'
 proxies sent to it. "-" means no requests in the window. -o wide adds the
 workload's kind, the requests and the body bytes in each direction.
 
-With several control plane replicas, each knows the proxies connected to it;
-stat asks them all and adds their numbers up (its percentiles are then the
-replicas' weighted by their requests).
+Percentiles are read from the proxies' latency histograms, added up across
+the mesh: within 5% of the requests' own. With several control plane
+replicas, the one asked answers for all (each proxy reports to one); a
+warning says when a replica did not answer and its proxies are missing.
 
 -o json prints the control plane API's StatResponse (controlplane/traffic):
 {"window": "1m0s", "rows": [{"kind", "namespace", "name", "workloadKind",
 "meshedPods", "requests", "rps", "successRate" (0 to 1, absent without
-requests), "latencyMs": {"p50", "p95", "p99"}, "bytesIn", "bytesOut",
-"tcpConnections"}]}, rows sorted by namespace and name.`,
+requests), "latencyMs": {"p50", "p95", "p99"}, "latencyHistogram":
+{"boundsMs", "counts", "overflow"}, "bytesIn", "bytesOut",
+"tcpConnections"}], "replicas": [{"name", "answered", "error"}], "partial",
+"message"}, rows sorted by namespace and name.`,
 		Example: `  # The workloads of shop
   trellisctl stat -n shop
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/trellis-mesh/trellis/controlplane/traffic"
+	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
 )
 
 // replicaServer is a control plane replica's traffic API on loopback: it
@@ -168,85 +169,78 @@ func fields(out string) [][]string {
 	return rows
 }
 
-func TestStatAddsUpTheReplicas(t *testing.T) {
-	a, b := newReplica(t), newReplica(t)
-	a.stat[traffic.KindWorkload] = traffic.StatResponse{Window: "1m0s", Rows: []traffic.StatRow{
-		{Kind: "workload", Namespace: "temperature", Name: "converter", WorkloadKind: "Deployment", MeshedPods: 1,
-			Requests: 600, RPS: 10, SuccessRate: ptr(0.5), LatencyMs: &traffic.Latency{P50: 2, P95: 8, P99: 20}, BytesIn: 100, BytesOut: 200},
-		{Kind: "workload", Namespace: "temperature", Name: "temperature-api", WorkloadKind: "Deployment", MeshedPods: 1,
-			Requests: 300, RPS: 5, SuccessRate: ptr(1.0), LatencyMs: &traffic.Latency{P50: 0.5, P95: 3, P99: 150}},
-		{Kind: "workload", Namespace: "other", Name: "elsewhere", MeshedPods: 1, Requests: 60, RPS: 1, SuccessRate: ptr(1.0)},
-	}}
-	b.stat[traffic.KindWorkload] = traffic.StatResponse{Window: "1m0s", Rows: []traffic.StatRow{
-		{Kind: "workload", Namespace: "temperature", Name: "converter", WorkloadKind: "Deployment", MeshedPods: 2,
-			Requests: 1200, RPS: 20, SuccessRate: ptr(0.8), LatencyMs: &traffic.Latency{P50: 5, P95: 11, P99: 50}, BytesIn: 1, BytesOut: 2, TCPConnections: 3},
-		{Kind: "workload", Namespace: "temperature", Name: "idle", WorkloadKind: "StatefulSet", MeshedPods: 1},
-	}}
-	urls := []string{"--control-plane-url=" + a.URL, "--control-plane-url=" + b.URL, noCluster(t)}
+// Each proxy reports to one control plane replica, and each replica
+// answers for the whole mesh: trellisctl asks one, whichever, and gets
+// every replica's traffic, with exact percentiles; when a replica is down
+// it says so.
+func TestStatAnswersForEveryReplica(t *testing.T) {
+	api := proxyPod{"temperature", "temperature-api-7d9c-x1", "temperature-api", "temperature-api"}
+	conv1 := proxyPod{"temperature", "converter-5f6b-q1", "converter", "converter"}
+	conv2 := proxyPod{"temperature", "converter-5f6b-q2", "converter", "converter"}
+	a, b := newControlPlaneTraffic(t, api, conv1, conv2), newControlPlaneTraffic(t, api, conv1, conv2)
+	a.store.SetPeers(func() ([]traffic.Peer, error) { return []traffic.Peer{{Name: "cp-b", URL: b.api.URL}}, nil })
+	b.store.SetPeers(func() ([]traffic.Peer, error) { return []traffic.Peer{{Name: "cp-a", URL: a.api.URL}}, nil })
+	if !a.clock().Equal(b.clock()) {
+		b.advance(a.clock().Sub(b.clock()))
+	}
+	apiID := "spiffe://cluster.local/ns/temperature/sa/temperature-api"
+	served := func(n, ok uint64, ms float64) *controlplanev1.TrafficRow {
+		row := &controlplanev1.TrafficRow{Direction: controlplanev1.Direction_DIRECTION_INBOUND, PeerIdentity: apiID, Mtls: true,
+			Requests: n, Successes: ok, RequestBytes: n, ResponseBytes: 5 * n}
+		row.LatencyBuckets, row.LatencyBucketCounts = latencies(n, ms)
+		return row
+	}
+	// Over 10 s the converter's two pods served 600 and 1200 requests of
+	// 51 ms, and 50 and 20 of 400 ms; q1 reports to replica a, q2 to b.
+	a.report(conv1, "v0.1.0", true, served(600, 300, 51), served(50, 50, 400))
+	b.report(conv2, "v0.1.0", true, served(1200, 960, 51), served(20, 20, 400))
+	a.advance(2 * traffic.BucketWidth)
+	b.advance(2 * traffic.BucketWidth)
 
-	out, _, err := run(t, "trellisctl", append([]string{"stat", "-n", "temperature"}, urls...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range []*replicaServer{a, b} {
-		q := r.lastQuery()
-		if q.Get("namespace") != "temperature" || q.Get("by") != "workload" || q.Get("window") != "1m0s" {
-			t.Errorf("replica %s was asked %v, want namespace temperature, by workload, window 1m0s", r.URL, q)
-		}
-	}
 	want := [][]string{
 		{"NAME", "MESHED", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99", "TCP_CONN"},
-		// 300 of 600 and 960 of 1200: 1260/1800; latencies weighted 1:2.
-		{"converter", "3", "70.00%", "30.0rps", "4.0ms", "10ms", "40ms", "3"},
-		{"idle", "1", "-", "-", "-", "-", "-", "0"},
-		{"temperature-api", "1", "100.00%", "5.0rps", "0.50ms", "3.0ms", "150ms", "0"},
+		// 1330 of 1870 succeeded; 70 of 1870 (3.7%) took 400 ms: p95 is
+		// 51 ms, p99 400 ms, within the histogram's 4.3% (51.49 and 412).
+		{"converter", "2", "71.12%", "31.2rps", "51ms", "51ms", "412ms", "0"},
 	}
-	if got := fields(out); !equalRows(got, want) {
-		t.Errorf("stat printed\n%s\nwant rows %q", out, want)
+	for _, cp := range []*controlPlaneTraffic{a, b} {
+		out, errOut, err := run(t, "trellisctl", "stat", "-n", "temperature", "--control-plane-url="+cp.api.URL, noCluster(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fields(out); !equalRows(got, want) || errOut != "" {
+			t.Errorf("stat through %s printed\n%s\n%s\nwant rows %q", cp.api.URL, out, errOut, want)
+		}
 	}
 
-	out, _, err = run(t, "trellisctl", append([]string{"stat", "-A", "-o", "json"}, urls...)...)
+	out, _, err := run(t, "trellisctl", "stat", "-n", "temperature", "-o", "json", "--control-plane-url="+a.api.URL, noCluster(t))
 	if err != nil {
 		t.Fatal(err)
-	}
-	if q := a.lastQuery(); q.Has("namespace") {
-		t.Errorf("-A sent namespace %q, want none", q.Get("namespace"))
 	}
 	var resp traffic.StatResponse
-	if err := json.Unmarshal([]byte(out), &resp); err != nil {
-		t.Fatalf("-o json is not a StatResponse: %v\n%s", err, out)
+	if err := json.Unmarshal([]byte(out), &resp); err != nil || len(resp.Rows) != 1 {
+		t.Fatalf("-o json (%v):\n%s", err, out)
 	}
-	if resp.Window != "1m0s" || len(resp.Rows) != 4 || resp.Rows[0].Name != "elsewhere" {
-		t.Fatalf("json rows %+v, want 4 sorted by namespace then name, window 1m0s", resp)
-	}
-	conv := resp.Rows[1]
-	if conv.Name != "converter" || conv.Requests != 1800 || conv.MeshedPods != 3 || conv.SuccessRate == nil || *conv.SuccessRate != 0.7 ||
-		conv.LatencyMs == nil || conv.LatencyMs.P99 != 40 || conv.BytesIn != 101 || conv.BytesOut != 202 || conv.WorkloadKind != "Deployment" {
-		t.Errorf("merged converter row %+v", conv)
-	}
-	if resp.Rows[2].Name != "idle" || resp.Rows[2].SuccessRate != nil || resp.Rows[2].LatencyMs != nil {
-		t.Errorf("a row without requests got numbers: %+v", resp.Rows[2])
-	}
-	var raw struct {
-		Rows []map[string]any `json:"rows"`
-	}
-	if err := json.Unmarshal([]byte(out), &raw); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := raw.Rows[2]["successRate"]; ok || raw.Rows[1]["successRate"] != 0.7 || raw.Rows[1]["meshedPods"] != 3.0 {
-		t.Errorf("json field names or omissions differ from the API's:\n%s", out)
+	conv := resp.Rows[0]
+	if conv.Requests != 1870 || conv.MeshedPods != 2 || conv.LatencyHistogram == nil || len(conv.LatencyHistogram.Counts) != 2 ||
+		conv.LatencyHistogram.Counts[0] != 1800 || resp.Partial || len(resp.Replicas) != 2 || resp.Replicas[1].Name != "cp-b" {
+		t.Errorf("json: %+v %+v", resp, conv.LatencyHistogram)
 	}
 
-	out, _, err = run(t, "trellisctl", append([]string{"stat", "-A", "-o", "wide"}, urls...)...)
+	// Replica b goes away: a answers with its own proxies (q1's 350 of
+	// 650), and says so.
+	b.api.Close()
+	out, errOut, err := run(t, "trellisctl", "stat", "-n", "temperature", "--control-plane-url="+a.api.URL, noCluster(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows := fields(out)
-	if h := strings.Join(rows[0], " "); h != "NAMESPACE NAME MESHED SUCCESS RPS LATENCY_P50 LATENCY_P95 LATENCY_P99 TCP_CONN KIND REQUESTS BYTES_IN BYTES_OUT" {
-		t.Errorf("wide header %q", h)
+	if rows := fields(out); len(rows) != 2 || strings.Join(rows[1][:3], " ") != "converter 1 53.85%" ||
+		!strings.HasPrefix(errOut, "Warning: Partial answer: control plane replica cp-b (") || !strings.Contains(errOut, "is missing") {
+		t.Errorf("stat without replica b printed\n%s\n%s", out, errOut)
 	}
-	if got := strings.Join(rows[2], " "); got != "temperature converter 3 70.00% 30.0rps 4.0ms 10ms 40ms 3 Deployment 1800 101 202" {
-		t.Errorf("wide converter row %q", got)
+	_, errOut, err = run(t, "trellisctl", "proxy-status", "-n", "temperature", "--control-plane-url="+a.api.URL, noCluster(t))
+	if err != nil || !strings.Contains(errOut, "Warning: Partial answer") {
+		t.Errorf("proxy-status without replica b: %v, stderr %q", err, errOut)
 	}
 }
 
@@ -315,13 +309,15 @@ func TestStatKindsAndNames(t *testing.T) {
 
 func TestEdgesShowIdentitiesAndMTLS(t *testing.T) {
 	r := newReplica(t)
+	// Sorted by source, as the API sorts them: the caller outside the
+	// mesh has none.
 	r.edges = traffic.EdgesResponse{Window: "1m0s", Edges: []traffic.Edge{
-		{Source: traffic.EdgeSource{Namespace: "temperature", Workload: "temperature-api", Identity: "spiffe://cluster.local/ns/temperature/sa/temperature-api"},
-			Destination: traffic.EdgeDestination{Namespace: "temperature", Workload: "converter", Identity: "spiffe://cluster.local/ns/temperature/sa/converter", Service: "converter"},
-			Requests:    120, RPS: 2, SuccessRate: ptr(0.5), LatencyMs: &traffic.Latency{P50: 1, P95: 2, P99: 12.5}, MTLS: true},
 		{Source: traffic.EdgeSource{Namespace: "temperature"},
 			Destination: traffic.EdgeDestination{Namespace: "temperature", Workload: "temperature-api", Identity: "spiffe://cluster.local/ns/temperature/sa/temperature-api"},
 			Requests:    60, RPS: 1, SuccessRate: ptr(1.0), LatencyMs: &traffic.Latency{P50: 3, P95: 4, P99: 5}},
+		{Source: traffic.EdgeSource{Namespace: "temperature", Workload: "temperature-api", Identity: "spiffe://cluster.local/ns/temperature/sa/temperature-api"},
+			Destination: traffic.EdgeDestination{Namespace: "temperature", Workload: "converter", Identity: "spiffe://cluster.local/ns/temperature/sa/converter", Service: "converter"},
+			Requests:    120, RPS: 2, SuccessRate: ptr(0.5), LatencyMs: &traffic.Latency{P50: 1, P95: 2, P99: 12.5}, MTLS: true},
 	}}
 	out, _, err := run(t, "trellisctl", "edges", "-n", "temperature", "--control-plane-url="+r.URL, noCluster(t))
 	if err != nil {
@@ -332,7 +328,6 @@ func TestEdgesShowIdentitiesAndMTLS(t *testing.T) {
 	}
 	want := [][]string{
 		{"SRC", "DST", "SRC_NS", "DST_NS", "SERVICE", "MTLS", "RPS", "SUCCESS", "LATENCY_P99", "CLIENT_ID", "SERVER_ID"},
-		// Sorted by source: the caller outside the mesh has none.
 		{"-", "temperature-api", "temperature", "temperature", "-", "no", "1.0rps", "100.00%", "5.0ms", "-", "spiffe://cluster.local/ns/temperature/sa/temperature-api"},
 		{"temperature-api", "converter", "temperature", "temperature", "converter", "yes", "2.0rps", "50.00%", "12ms",
 			"spiffe://cluster.local/ns/temperature/sa/temperature-api", "spiffe://cluster.local/ns/temperature/sa/converter"},
@@ -353,17 +348,14 @@ func TestEdgesShowIdentitiesAndMTLS(t *testing.T) {
 func TestProxyStatusFlagsOldProxies(t *testing.T) {
 	now := time.Now().UTC().Truncate(time.Second)
 	fresh := now.Add(-3 * time.Second)
-	a, b := newReplica(t), newReplica(t)
+	a := newReplica(t)
+	// The mesh's proxies, sorted by namespace and pod, as the API lists them.
 	a.proxies = []traffic.ProxyStatus{
-		{Namespace: "shop", Pod: "web-1", Workload: "web", Version: "v0.1.0", CertNotAfter: now.Add(20 * time.Hour), LastConfigAt: &fresh, Streams: 3, LastReportAt: fresh, Connected: true},
-		// This pod moved to replica b: b's entry is the one that counts.
-		{Namespace: "shop", Pod: "web-2", Workload: "web", Version: "v0.1.0", CertNotAfter: now.Add(20 * time.Hour), LastReportAt: now.Add(-2 * time.Minute)},
-	}
-	b.proxies = []traffic.ProxyStatus{
-		{Namespace: "shop", Pod: "web-2", Workload: "web", Version: "v0.1.0", CertNotAfter: now.Add(20 * time.Hour), LastReportAt: fresh, Connected: true, Streams: 1},
 		{Namespace: "shop", Pod: "old-1", Workload: "old", Version: "v0.0.9", CertNotAfter: now.Add(-time.Hour), LastReportAt: now.Add(-4 * time.Minute)},
+		{Namespace: "shop", Pod: "web-1", Workload: "web", Version: "v0.1.0", CertNotAfter: now.Add(20 * time.Hour), LastConfigAt: &fresh, Streams: 3, LastReportAt: fresh, Connected: true},
+		{Namespace: "shop", Pod: "web-2", Workload: "web", Version: "v0.1.0", CertNotAfter: now.Add(20 * time.Hour), LastReportAt: fresh, Connected: true, Streams: 1},
 	}
-	urls := []string{"--control-plane-url=" + a.URL, "--control-plane-url=" + b.URL, noCluster(t)}
+	urls := []string{"--control-plane-url=" + a.URL, noCluster(t)}
 	out, errOut, err := run(t, "trellisctl", append([]string{"proxy-status", "-n", "shop", "--proxy-version", "v0.1.0"}, urls...)...)
 	if err != nil {
 		t.Fatal(err)
@@ -377,7 +369,7 @@ func TestProxyStatusFlagsOldProxies(t *testing.T) {
 		t.Errorf("old proxy's row %q", old)
 	}
 	if got := strings.Join(rows[3], "|"); got != "web-2|web|v0.1.0|19h59m|-|1|3s|ok" {
-		t.Errorf("moved proxy's row %q, want replica b's", got)
+		t.Errorf("web-2's row %q", got)
 	}
 	if !strings.Contains(errOut, "Expected proxy version v0.1.0 (from --proxy-version)") {
 		t.Errorf("stderr %q does not say the expected version", errOut)
@@ -402,15 +394,13 @@ func TestProxyStatusFlagsOldProxies(t *testing.T) {
 }
 
 func TestTopOnceBusiestFirst(t *testing.T) {
-	a, b := newReplica(t), newReplica(t)
+	a := newReplica(t)
+	// Busiest first, as the API sorts them.
 	a.top = traffic.TopResponse{Window: "10s", Rows: []traffic.StatRow{
+		{Kind: "route", Namespace: "shop", Name: "search", Requests: 80, RPS: 8, SuccessRate: ptr(0.75), LatencyMs: &traffic.Latency{P50: 2, P95: 3, P99: 4}},
 		{Kind: "route", Namespace: "shop", Name: "checkout", Requests: 50, RPS: 5, SuccessRate: ptr(1.0), LatencyMs: &traffic.Latency{P50: 1, P95: 2, P99: 3}},
-		{Kind: "route", Namespace: "shop", Name: "search", Requests: 40, RPS: 4, SuccessRate: ptr(1.0), LatencyMs: &traffic.Latency{P50: 1, P95: 2, P99: 3}},
 	}}
-	b.top = traffic.TopResponse{Window: "10s", Rows: []traffic.StatRow{
-		{Kind: "route", Namespace: "shop", Name: "search", Requests: 40, RPS: 4, SuccessRate: ptr(0.5), LatencyMs: &traffic.Latency{P50: 3, P95: 4, P99: 5}},
-	}}
-	urls := []string{"--control-plane-url=" + a.URL, "--control-plane-url=" + b.URL, noCluster(t)}
+	urls := []string{"--control-plane-url=" + a.URL, noCluster(t)}
 	out, _, err := run(t, "trellisctl", append([]string{"top", "-n", "shop"}, urls...)...)
 	if err != nil {
 		t.Fatal(err)
@@ -437,9 +427,8 @@ func TestTopOnceBusiestFirst(t *testing.T) {
 }
 
 func TestAControlPlaneErrorNamesTheReplica(t *testing.T) {
-	good, broken := newReplica(t), newReplica(t)
-	good.stat[traffic.KindWorkload] = traffic.StatResponse{Window: "1m0s"}
-	_, _, err := run(t, "trellisctl", "stat", "--control-plane-url="+good.URL, "--control-plane-url="+broken.URL, noCluster(t))
+	broken := newReplica(t)
+	_, _, err := run(t, "trellisctl", "stat", "--control-plane-url="+broken.URL, noCluster(t))
 	if err == nil || !strings.Contains(err.Error(), broken.URL) || !strings.Contains(err.Error(), "by workload: use workload, service or route") {
 		t.Errorf("error %v, want the broken replica's URL and its message", err)
 	}
