@@ -3,10 +3,12 @@
 //
 // When a poll fails (the API is unreachable, or answers an error) the page
 // says so in #error and keeps what it last drew, with the time it was
-// fetched; the next successful poll clears the message. The body's data
-// attributes tell a test (test/browser) where the page is: data-status is
-// loading, ok or error; data-updates counts successful polls and
-// data-errors failed ones.
+// fetched; the next successful poll clears the message. The replica that
+// serves the page answers for the whole mesh; when another replica did not
+// answer, the API says the answer is partial and #partial says so, with
+// body data-partial="true". The body's data attributes tell a test
+// (test/browser) where the page is: data-status is loading, ok or error;
+// data-updates counts successful polls and data-errors failed ones.
 'use strict';
 
 (() => {
@@ -74,6 +76,11 @@
       ]);
       if (seq !== st.seq) return; // the selection changed meanwhile
       draw(edges, stat, proxies || []);
+      // Either answer may miss a replica; the message names it.
+      const partial = [edges, stat].find(a => a && a.partial);
+      $('partial').hidden = !partial;
+      $('partial').textContent = partial ? (partial.message || 'Partial answer: a control plane replica did not answer.') : '';
+      body.dataset.partial = partial ? 'true' : 'false';
       st.updates++;
       st.lastOK = new Date();
       body.dataset.updates = st.updates;
