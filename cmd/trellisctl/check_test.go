@@ -544,10 +544,24 @@ func TestCheckNamesPodsWithoutSidecarAndOldProxies(t *testing.T) {
 	if c.Status != statusWarning || len(c.Details) != 1 || !strings.HasPrefix(c.Details[0], "pod temperature/legacy (legacy): outdated: runs v0.0.9, the Mesh wants v0.1.0") {
 		t.Errorf("proxies: %+v", c)
 	}
-	// A proxy that stopped reporting is named while its pod exists, and
-	// forgotten once the pod is gone (after a rollout).
+	// A proxy that stopped reporting is named while its pod runs, and
+	// forgotten once the pod is gone (after a rollout) or has ended (a
+	// Job's pod, whose proxy stopped with its app).
 	f.replica.proxies[1].Connected = false
 	f.replica.proxies = append(f.replica.proxies, traffic.ProxyStatus{Namespace: "temperature", Pod: "web-6b7f-gone", Workload: "web", Version: "v0.1.0",
+		CertNotAfter: time.Now().Add(time.Hour * 20), LastReportAt: time.Now().Add(-time.Minute)})
+	done := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "temperature", Name: "loadgen-x7k2p",
+			Labels:      map[string]string{meshv1.MeshLabel: "default", sidecar.LabelProxyVersion: "v0.1.0"},
+			Annotations: map[string]string{sidecar.AnnotationStatus: "{}"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "loadgen", Image: "loadgen:1"}}, RestartPolicy: corev1.RestartPolicyNever},
+	}
+	f.create(done)
+	done.Status.Phase = corev1.PodSucceeded
+	if err := k8sClient.Status().Update(f.ctx, done); err != nil {
+		t.Fatal(err)
+	}
+	f.replica.proxies = append(f.replica.proxies, traffic.ProxyStatus{Namespace: "temperature", Pod: done.Name, Workload: "loadgen", Version: "v0.1.0",
 		CertNotAfter: time.Now().Add(time.Hour * 20), LastReportAt: time.Now().Add(-time.Minute)})
 	report, _, _ = f.check()
 	c = find(t, report, "data plane of mesh default", "proxies are connected and their certificates fresh")

@@ -267,15 +267,17 @@ func (c *checker) checkTraffic(mesh *meshv1.Mesh, want string) {
 		"these rows are what the workloads' own proxies served: read the workloads' logs (`kubectl -n NAMESPACE logs deployment/NAME`), and `trellisctl edges -n NAMESPACE` for the callers that see the failures", failing...)
 }
 
-// withoutGonePods drops the proxies that no longer report and whose pods
-// are gone: the control plane remembers a proxy for MaxWindow, so a
-// rollout leaves its old pods' proxies in the list for a while.
+// withoutGonePods drops the proxies that no longer report because their
+// pods are gone, ended (a Job's, whose proxy stopped with it) or being
+// deleted: the control plane remembers a proxy for MaxWindow, so a rollout
+// or a finished Job leaves its proxies in the list for a while.
 func (c *checker) withoutGonePods(proxies []traffic.ProxyStatus) []traffic.ProxyStatus {
 	var out []traffic.ProxyStatus
 	for _, p := range proxies {
 		if !p.Connected {
-			err := c.cl.c.Get(c.ctx, client.ObjectKey{Namespace: p.Namespace, Name: p.Pod}, &corev1.Pod{})
-			if apierrors.IsNotFound(err) {
+			pod := &corev1.Pod{}
+			err := c.cl.c.Get(c.ctx, client.ObjectKey{Namespace: p.Namespace, Name: p.Pod}, pod)
+			if apierrors.IsNotFound(err) || (err == nil && (podEnded(pod) || !pod.DeletionTimestamp.IsZero())) {
 				continue
 			}
 		}
