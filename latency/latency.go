@@ -109,6 +109,8 @@ func (h Histogram) Total() float64 {
 // allocating, when h already has every bucket of o (the usual case once a
 // row has been seen a few times); otherwise it returns a new histogram.
 func (h Histogram) Add(o Histogram, f float64) Histogram {
+	// Look before adding: a bucket of o that h lacks, found after some
+	// were added in place, would have merge add those a second time.
 	j := 0
 	for _, b := range o {
 		for j < len(h) && h[j].Index < b.Index {
@@ -116,6 +118,12 @@ func (h Histogram) Add(o Histogram, f float64) Histogram {
 		}
 		if j == len(h) || h[j].Index != b.Index {
 			return merge(h, o, f)
+		}
+	}
+	j = 0
+	for _, b := range o {
+		for h[j].Index < b.Index {
+			j++
 		}
 		h[j].Count += b.Count * f
 	}

@@ -153,6 +153,14 @@ func TestAdd(t *testing.T) {
 	if want := (Histogram{{1, 2}, {3, 1}, {7, 6}, {9, 4}}); !slices.Equal(got, want) {
 		t.Errorf("merge gave %v, want %v", got, want)
 	}
+	// A known bucket before an unknown one: the known one is added once.
+	// (On the cluster a report split between two buckets counted 1030
+	// requests' latencies for 600 requests.)
+	h = Histogram{{3, 1}, {7, 2}}
+	got = h.Add(Histogram{{3, 1}, {9, 1}}, 1)
+	if want := (Histogram{{3, 2}, {7, 2}, {9, 1}}); !slices.Equal(got, want) {
+		t.Errorf("adding a known and a new bucket gave %v, want %v", got, want)
+	}
 	if got := Histogram(nil).Add(Histogram{{5, 1}}, 1); !slices.Equal(got, Histogram{{5, 1}}) || got.Total() != 1 {
 		t.Errorf("adding to empty gave %v", got)
 	}
