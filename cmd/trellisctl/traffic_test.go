@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/trellis-mesh/trellis/controlplane/traffic"
+	"github.com/trellis-mesh/trellis/controlplane/traffic/traffictest"
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
 )
 
@@ -174,15 +175,11 @@ func fields(out string) [][]string {
 // every replica's traffic, with exact percentiles; when a replica is down
 // it says so.
 func TestStatAnswersForEveryReplica(t *testing.T) {
-	api := proxyPod{"temperature", "temperature-api-7d9c-x1", "temperature-api", "temperature-api"}
-	conv1 := proxyPod{"temperature", "converter-5f6b-q1", "converter", "converter"}
-	conv2 := proxyPod{"temperature", "converter-5f6b-q2", "converter", "converter"}
-	a, b := newControlPlaneTraffic(t, api, conv1, conv2), newControlPlaneTraffic(t, api, conv1, conv2)
-	a.store.SetPeers(func() ([]traffic.Peer, error) { return []traffic.Peer{{Name: "cp-b", URL: b.api.URL}}, nil })
-	b.store.SetPeers(func() ([]traffic.Peer, error) { return []traffic.Peer{{Name: "cp-a", URL: a.api.URL}}, nil })
-	if !a.clock().Equal(b.clock()) {
-		b.advance(a.clock().Sub(b.clock()))
-	}
+	start := time.Now().Truncate(traffic.BucketWidth)
+	a := traffictest.Start(t, traffictest.Options{Pods: temperaturePods, Start: start})
+	b := traffictest.Start(t, traffictest.Options{Pods: temperaturePods, Start: start})
+	a.Store.SetPeers(func() ([]traffic.Peer, error) { return []traffic.Peer{{Name: "cp-b", URL: b.API.URL}}, nil })
+	b.Store.SetPeers(func() ([]traffic.Peer, error) { return []traffic.Peer{{Name: "cp-a", URL: a.API.URL}}, nil })
 	apiID := "spiffe://cluster.local/ns/temperature/sa/temperature-api"
 	served := func(n, ok uint64, ms float64) *controlplanev1.TrafficRow {
 		row := &controlplanev1.TrafficRow{Direction: controlplanev1.Direction_DIRECTION_INBOUND, PeerIdentity: apiID, Mtls: true,
@@ -192,10 +189,11 @@ func TestStatAnswersForEveryReplica(t *testing.T) {
 	}
 	// Over 10 s the converter's two pods served 600 and 1200 requests of
 	// 51 ms, and 50 and 20 of 400 ms; q1 reports to replica a, q2 to b.
-	a.report(conv1, "v0.1.0", true, served(600, 300, 51), served(50, 50, 400))
-	b.report(conv2, "v0.1.0", true, served(1200, 960, 51), served(20, 20, 400))
-	a.advance(2 * traffic.BucketWidth)
-	b.advance(2 * traffic.BucketWidth)
+	conv1, conv2 := a.Proxy(t, "temperature", "converter-5f6b-q1"), b.Proxy(t, "temperature", "converter-5f6b-q2")
+	conv1.Report(served(600, 300, 51), served(50, 50, 400))
+	conv2.Report(served(1200, 960, 51), served(20, 20, 400))
+	a.Settle(t, conv1)
+	b.Settle(t, conv2)
 
 	want := [][]string{
 		{"NAME", "MESHED", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99", "TCP_CONN"},
@@ -203,17 +201,17 @@ func TestStatAnswersForEveryReplica(t *testing.T) {
 		// 51 ms, p99 400 ms, within the histogram's 4.3% (51.49 and 412).
 		{"converter", "2", "71.12%", "31.2rps", "51ms", "51ms", "412ms", "0"},
 	}
-	for _, cp := range []*controlPlaneTraffic{a, b} {
-		out, errOut, err := run(t, "trellisctl", "stat", "-n", "temperature", "--control-plane-url="+cp.api.URL, noCluster(t))
+	for _, cp := range []*traffictest.ControlPlane{a, b} {
+		out, errOut, err := run(t, "trellisctl", "stat", "-n", "temperature", "--control-plane-url="+cp.API.URL, noCluster(t))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got := fields(out); !equalRows(got, want) || errOut != "" {
-			t.Errorf("stat through %s printed\n%s\n%s\nwant rows %q", cp.api.URL, out, errOut, want)
+			t.Errorf("stat through %s printed\n%s\n%s\nwant rows %q", cp.API.URL, out, errOut, want)
 		}
 	}
 
-	out, _, err := run(t, "trellisctl", "stat", "-n", "temperature", "-o", "json", "--control-plane-url="+a.api.URL, noCluster(t))
+	out, _, err := run(t, "trellisctl", "stat", "-n", "temperature", "-o", "json", "--control-plane-url="+a.API.URL, noCluster(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,8 +227,8 @@ func TestStatAnswersForEveryReplica(t *testing.T) {
 
 	// Replica b goes away: a answers with its own proxies (q1's 350 of
 	// 650), and says so.
-	b.api.Close()
-	out, errOut, err := run(t, "trellisctl", "stat", "-n", "temperature", "--control-plane-url="+a.api.URL, noCluster(t))
+	b.API.Close()
+	out, errOut, err := run(t, "trellisctl", "stat", "-n", "temperature", "--control-plane-url="+a.API.URL, noCluster(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +236,7 @@ func TestStatAnswersForEveryReplica(t *testing.T) {
 		!strings.HasPrefix(errOut, "Warning: Partial answer: control plane replica cp-b (") || !strings.Contains(errOut, "is missing") {
 		t.Errorf("stat without replica b printed\n%s\n%s", out, errOut)
 	}
-	_, errOut, err = run(t, "trellisctl", "proxy-status", "-n", "temperature", "--control-plane-url="+a.api.URL, noCluster(t))
+	_, errOut, err = run(t, "trellisctl", "proxy-status", "-n", "temperature", "--control-plane-url="+a.API.URL, noCluster(t))
 	if err != nil || !strings.Contains(errOut, "Warning: Partial answer") {
 		t.Errorf("proxy-status without replica b: %v, stderr %q", err, errOut)
 	}

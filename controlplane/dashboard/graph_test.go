@@ -16,6 +16,7 @@ import (
 
 	"github.com/trellis-mesh/trellis/controlplane/dashboard"
 	"github.com/trellis-mesh/trellis/controlplane/traffic"
+	"github.com/trellis-mesh/trellis/controlplane/traffic/traffictest"
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
 	"github.com/trellis-mesh/trellis/test/browser"
 )
@@ -135,7 +136,7 @@ var stateColor = map[string]string{
 // its colour. It returns the page's edges by source and destination.
 func checkGraph(t *testing.T, d *browser.Dashboard, apiURL, query string) map[[2]string]browser.DashboardEdge {
 	t.Helper()
-	api := getJSON[traffic.EdgesResponse](t, apiURL+traffic.PathEdges+"?"+query)
+	api := traffictest.GetJSON[traffic.EdgesResponse](t, apiURL+traffic.PathEdges+"?"+query)
 	want := mergeAPIEdges(api.Edges)
 	page, err := d.Edges()
 	if err != nil {
@@ -200,31 +201,31 @@ func screenshot(t *testing.T, b *browser.Browser, name string) {
 // an API failure is said while the last graph stays.
 func TestGraph(t *testing.T) {
 	b := browser.Launch(t)
-	cp := startControlPlane(t, samplePods)
-	api := &faultyAPI{h: cp.store.Handler()}
+	cp := startControlPlane(t, clockStart())
+	api := &faultyAPI{h: cp.Store.Handler()}
 	mux := http.NewServeMux()
 	dashboard.Register(mux)
 	mux.Handle("/api/v1/", api)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 
-	loadgen := cp.proxy("temperature", "loadgen-7d9f8-abcde")
-	web := cp.proxy("frontend", "web-77c4d-w1w1w")
-	api1 := cp.proxy("temperature", "temperature-api-5c8b4-x1x1x")
-	api2 := cp.proxy("temperature", "temperature-api-5c8b4-x2x2x")
-	conv1 := cp.proxy("temperature", "converter-v1-6f7c9-q1q1q")
-	conv2 := cp.proxy("temperature", "converter-v2-8a1d2-r1r1r")
-	geo := cp.proxy("temperature", "geo-55d6b-g1g1g")
-	all := []*proxy{loadgen, web, api1, api2, conv1, conv2, geo}
+	loadgen := cp.Proxy(t, "temperature", "loadgen-7d9f8-abcde")
+	web := cp.Proxy(t, "frontend", "web-77c4d-w1w1w")
+	api1 := cp.Proxy(t, "temperature", "temperature-api-5c8b4-x1x1x")
+	api2 := cp.Proxy(t, "temperature", "temperature-api-5c8b4-x2x2x")
+	conv1 := cp.Proxy(t, "temperature", "converter-v1-6f7c9-q1q1q")
+	conv2 := cp.Proxy(t, "temperature", "converter-v2-8a1d2-r1r1r")
+	geo := cp.Proxy(t, "temperature", "geo-55d6b-g1g1g")
+	all := []*traffictest.Proxy{loadgen, web, api1, api2, conv1, conv2, geo}
 
 	// Interval 1: loadgen's calls succeed at 97% (warn), the front end's
 	// all (ok), converter-v2 fails half of what it gets (fail).
 	svcAPI, svcConv := "temperature/temperature-api", "temperature/converter"
-	loadgen.report(
+	loadgen.Report(
 		out(call{"temperature", "temperature-api", "temperature-api-5c8b4-x1x1x", svcAPI, 200, 194}),
 		out(call{"temperature", "temperature-api", "temperature-api-5c8b4-x2x2x", svcAPI, 200, 194}))
-	web.report(out(call{"temperature", "temperature-api", "temperature-api-5c8b4-x1x1x", svcAPI, 100, 100}))
-	for i, p := range []*proxy{api1, api2} {
+	web.Report(out(call{"temperature", "temperature-api", "temperature-api-5c8b4-x1x1x", svcAPI, 100, 100}))
+	for i, p := range []*traffictest.Proxy{api1, api2} {
 		rows := []*controlplanev1.TrafficRow{
 			out(call{"temperature", "converter", "converter-v1-6f7c9-q1q1q", svcConv, 150, 150}),
 			out(call{"temperature", "converter", "converter-v2-8a1d2-r1r1r", svcConv, 150, 75}),
@@ -234,12 +235,12 @@ func TestGraph(t *testing.T) {
 			rows = append(rows, in(call{peerNS: "frontend", peerSA: "web", requests: 100, successes: 100}),
 				in(call{requests: 60, successes: 60})) // outside the mesh
 		}
-		p.report(rows...)
+		p.Report(rows...)
 	}
-	conv1.report(in(call{peerNS: "temperature", peerSA: "temperature-api", requests: 300, successes: 300}))
-	conv2.report(in(call{peerNS: "temperature", peerSA: "temperature-api", requests: 300, successes: 150}))
-	geo.report()
-	cp.settle(all...)
+	conv1.Report(in(call{peerNS: "temperature", peerSA: "temperature-api", requests: 300, successes: 300}))
+	conv2.Report(in(call{peerNS: "temperature", peerSA: "temperature-api", requests: 300, successes: 150}))
+	geo.Report()
+	cp.Settle(t, all...)
 
 	d, err := browser.OpenDashboard(b, srv.URL+"/", 15*time.Second)
 	if err != nil {
@@ -327,14 +328,14 @@ func TestGraph(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	loadgen.report(out(call{"temperature", "temperature-api", "temperature-api-5c8b4-x1x1x", svcAPI, 400, 400}))
-	api1.report(out(call{"temperature", "geo", "geo-55d6b-g1g1g", "temperature/geo", 90, 90}),
+	loadgen.Report(out(call{"temperature", "temperature-api", "temperature-api-5c8b4-x1x1x", svcAPI, 400, 400}))
+	api1.Report(out(call{"temperature", "geo", "geo-55d6b-g1g1g", "temperature/geo", 90, 90}),
 		in(call{peerNS: "temperature", peerSA: "loadgen", requests: 400, successes: 400}))
-	geo.report(in(call{peerNS: "temperature", peerSA: "temperature-api", requests: 90, successes: 90}))
-	for _, p := range []*proxy{web, api2, conv1, conv2} {
-		p.report()
+	geo.Report(in(call{peerNS: "temperature", peerSA: "temperature-api", requests: 90, successes: 90}))
+	for _, p := range []*traffictest.Proxy{web, api2, conv1, conv2} {
+		p.Report()
 	}
-	cp.settle(all...)
+	cp.Settle(t, all...)
 	if err := d.WaitEdge("temperature/temperature-api", "temperature/geo", dashboard.StateOK, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}

@@ -18,27 +18,26 @@ import (
 // the graph, naming it, and draws what is left.
 func TestPageAnswersForEveryReplica(t *testing.T) {
 	b := browser.Launch(t)
-	a, other := startControlPlane(t, samplePods), startControlPlane(t, samplePods)
-	otherAPI := httptest.NewServer(other.store.Handler())
-	t.Cleanup(otherAPI.Close)
-	a.store.SetPeers(func() ([]traffic.Peer, error) {
-		return []traffic.Peer{{Name: "trellis-controlplane-b", URL: otherAPI.URL}}, nil
+	start := clockStart()
+	a, other := startControlPlane(t, start), startControlPlane(t, start)
+	a.Store.SetPeers(func() ([]traffic.Peer, error) {
+		return []traffic.Peer{{Name: "trellis-controlplane-b", URL: other.API.URL}}, nil
 	})
 	mux := http.NewServeMux()
 	dashboard.Register(mux)
-	mux.Handle("/api/v1/", a.store.Handler())
+	mux.Handle("/api/v1/", a.Store.Handler())
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 
 	// loadgen's proxy reports to replica a; the temperature API's to b.
-	loadgen := a.proxy("temperature", "loadgen-7d9f8-abcde")
-	api := other.proxy("temperature", "temperature-api-5c8b4-x1x1x")
-	loadgen.report(out(call{"temperature", "temperature-api", "temperature-api-5c8b4-x1x1x", "temperature/temperature-api", 200, 200}))
-	api.report(
+	loadgen := a.Proxy(t, "temperature", "loadgen-7d9f8-abcde")
+	api := other.Proxy(t, "temperature", "temperature-api-5c8b4-x1x1x")
+	loadgen.Report(out(call{"temperature", "temperature-api", "temperature-api-5c8b4-x1x1x", "temperature/temperature-api", 200, 200}))
+	api.Report(
 		out(call{"temperature", "converter", "converter-v1-6f7c9-q1q1q", "temperature/converter", 150, 150}),
 		in(call{peerNS: "temperature", peerSA: "loadgen", requests: 200, successes: 200}))
-	a.settle(loadgen)
-	other.settle(api)
+	a.Settle(t, loadgen)
+	other.Settle(t, api)
 
 	d, err := browser.OpenDashboard(b, srv.URL+"/", 15*time.Second)
 	if err != nil {
@@ -56,7 +55,7 @@ func TestPageAnswersForEveryReplica(t *testing.T) {
 	}
 	screenshot(t, b, "dashboard-two-replicas")
 
-	otherAPI.Close()
+	other.API.Close()
 	if err := d.WaitFor(`document.body.dataset.partial === 'true'`, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}

@@ -2,159 +2,52 @@ package traffic_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"math"
-	"net"
 	"net/http"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/trellis-mesh/trellis/ca"
-	"github.com/trellis-mesh/trellis/controlplane"
 	"github.com/trellis-mesh/trellis/controlplane/traffic"
+	"github.com/trellis-mesh/trellis/controlplane/traffic/traffictest"
 	"github.com/trellis-mesh/trellis/latency"
 	controlplanev1 "github.com/trellis-mesh/trellis/proto/trellis/controlplane/v1"
 	"github.com/trellis-mesh/trellis/proxy/report"
 )
 
-const trustDomain = "cluster.local"
-
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// clock is the Store's clock: real time plus an offset the test moves on,
-// so that buckets settle without waiting.
-type clock struct {
-	mu     sync.Mutex
-	offset time.Duration
+// shopPods are the pods the Store's PodLookup knows.
+var shopPods = map[[2]string]traffic.PodInfo{
+	{"shop", "web-6d8f7b9c4-abcde"}: {ServiceAccount: "web", Workload: "web", WorkloadKind: "Deployment"},
+	{"shop", "api-5c7d8e9f-xyz12"}:  {ServiceAccount: "api", Workload: "api", WorkloadKind: "Deployment"},
 }
 
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return time.Now().Add(c.offset) }
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.offset += d
-}
-
-// mesh is a control plane serving the TelemetryService over its own mTLS
-// (controlplane.Server's certificates and client checks) on loopback, and
-// the traffic API over HTTP.
-type mesh struct {
-	issuer *ca.KeyPair
-	roots  *x509.CertPool
-	addr   string
-	api    string
-	store  *traffic.Store
-	clock  *clock
-}
-
-func pods(namespace, name string) (traffic.PodInfo, bool) {
-	info, ok := map[string]traffic.PodInfo{
-		"shop/web-6d8f7b9c4-abcde": {ServiceAccount: "web", Workload: "web", WorkloadKind: "Deployment"},
-		"shop/api-5c7d8e9f-xyz12":  {ServiceAccount: "api", Workload: "api", WorkloadKind: "Deployment"},
-	}[namespace+"/"+name]
-	return info, ok
-}
-
-func startMesh(t *testing.T) *mesh {
+// startMesh starts a control plane serving the TelemetryService over its
+// own mTLS (controlplane.Server's certificates and client checks) on
+// loopback, and the traffic API over HTTP.
+func startMesh(t *testing.T) *traffictest.ControlPlane {
 	t.Helper()
-	root, err := ca.NewRoot(trustDomain, 0, time.Now().Add(-time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	issuer, err := ca.NewIssuer(root, trustDomain, 0, time.Now().Add(-time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	for name, b := range map[string][]byte{ca.IssuerCertKey: issuer.FullChainPEM(), ca.IssuerKeyKey: issuer.KeyPEM, ca.BundleKey: root.CertPEM} {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	srv := controlplane.New(controlplane.Config{Mesh: "default", Namespace: "trellis-system", TrustDomain: trustDomain, SignerDir: dir}, nil, quiet)
-	if err := srv.LoadSigner(); err != nil {
-		t.Fatal(err)
-	}
-	m := &mesh{issuer: issuer, roots: x509.NewCertPool(), clock: &clock{}}
-	m.roots.AddCert(root.Cert)
-	m.store = traffic.NewStore(traffic.Options{Now: m.clock.Now, Pods: pods})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.addr = lis.Addr().String()
-	gs := srv.GRPCServer()
-	traffic.NewServer(m.store).Register(gs)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.ServeGRPC(ctx, gs, lis, time.Second) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("ServeGRPC: %v", err)
-		}
-	})
-	api := httptest.NewServer(m.store.Handler())
-	t.Cleanup(api.Close)
-	m.api = api.URL
-	return m
-}
-
-// dial connects as the workload of ServiceAccount sa in namespace shop,
-// with a certificate the mesh's issuer signed, as a proxy does.
-func (m *mesh) dial(t *testing.T, sa string) *grpc.ClientConn {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := "spiffe://" + trustDomain + "/ns/shop/sa/" + sa
-	leaf, err := ca.SignWorkloadKey(m.issuer, key.Public(), id, time.Hour, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert := tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}
-	for _, c := range ca.IssuerChain(m.issuer) {
-		cert.Certificate = append(cert.Certificate, c.Raw)
-	}
-	tc := &tls.Config{RootCAs: m.roots, ServerName: controlplane.ServiceName + ".trellis-system.svc", MinVersion: tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert}}
-	cc, err := grpc.NewClient(m.addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cc.Close() })
-	return cc
+	return traffictest.Start(t, traffictest.Options{Pods: shopPods})
 }
 
 // proxy runs a proxy's Recorder and Reporter for pod, connected as sa.
-func (m *mesh) proxy(t *testing.T, sa, pod string) *report.Recorder {
+func proxy(t *testing.T, m *traffictest.ControlPlane, sa, pod string) *report.Recorder {
 	t.Helper()
 	rec := report.NewRecorder(report.RecorderOptions{})
 	r := report.NewReporter(report.Options{
-		Client:   controlplanev1.NewTelemetryServiceClient(m.dial(t, sa)),
+		Client:   controlplanev1.NewTelemetryServiceClient(m.Dial(t, "shop", sa)),
 		Recorder: rec,
 		Interval: 50 * time.Millisecond,
 		Info: func() *controlplanev1.ProxyInfo {
-			return &controlplanev1.ProxyInfo{Namespace: "shop", Pod: pod, Identity: "spiffe://" + trustDomain + "/ns/shop/sa/" + sa,
+			return &controlplanev1.ProxyInfo{Namespace: "shop", Pod: pod, Identity: "spiffe://" + traffictest.TrustDomain + "/ns/shop/sa/" + sa,
 				Version: "v9.9.9", DiscoveryStreams: 3}
 		},
 		Log: quiet,
@@ -164,24 +57,6 @@ func (m *mesh) proxy(t *testing.T, sa, pod string) *report.Recorder {
 	go func() { r.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return rec
-}
-
-func get[T any](t *testing.T, url string) T {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, b)
-	}
-	var v T
-	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	return v
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -200,10 +75,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // edges, and the proxies' status.
 func TestReportsToAPI(t *testing.T) {
 	m := startMesh(t)
-	web := m.proxy(t, "web", "web-6d8f7b9c4-abcde")
-	api := m.proxy(t, "api", "api-5c7d8e9f-xyz12")
+	web := proxy(t, m, "web", "web-6d8f7b9c4-abcde")
+	api := proxy(t, m, "api", "api-5c7d8e9f-xyz12")
 	waitFor(t, "both proxies connected", func() bool {
-		ps := get[[]traffic.ProxyStatus](t, m.api+traffic.PathProxies+"?namespace=shop")
+		ps := traffictest.GetJSON[[]traffic.ProxyStatus](t, m.API.URL+traffic.PathProxies+"?namespace=shop")
 		return len(ps) == 2 && ps[0].Connected && ps[1].Connected
 	})
 
@@ -224,14 +99,14 @@ func TestReportsToAPI(t *testing.T) {
 	// the 100 requests of each side, then move its clock on so that their
 	// buckets settle.
 	waitFor(t, "the reports", func() bool {
-		m.clock.Advance(30 * time.Second)
-		defer m.clock.Advance(-30 * time.Second)
-		st := get[traffic.StatResponse](t, m.api+traffic.PathStat+"?namespace=shop&by=service&window=1m")
+		m.Advance(30 * time.Second)
+		defer m.Advance(-30 * time.Second)
+		st := traffictest.GetJSON[traffic.StatResponse](t, m.API.URL+traffic.PathStat+"?namespace=shop&by=service&window=1m")
 		return len(st.Rows) == 1 && st.Rows[0].Requests == 100
 	})
-	m.clock.Advance(30 * time.Second)
+	m.Advance(30 * time.Second)
 
-	st := get[traffic.StatResponse](t, m.api+traffic.PathStat+"?namespace=shop&window=1m")
+	st := traffictest.GetJSON[traffic.StatResponse](t, m.API.URL+traffic.PathStat+"?namespace=shop&window=1m")
 	if st.Window != "1m0s" || len(st.Rows) != 2 {
 		t.Fatalf("stat by workload: %+v", st)
 	}
@@ -253,15 +128,15 @@ func TestReportsToAPI(t *testing.T) {
 		t.Errorf("web: %+v", w)
 	}
 
-	routes := get[traffic.StatResponse](t, m.api+traffic.PathStat+"?namespace=shop&by=route&window=1m")
+	routes := traffictest.GetJSON[traffic.StatResponse](t, m.API.URL+traffic.PathStat+"?namespace=shop&by=route&window=1m")
 	if len(routes.Rows) != 1 || routes.Rows[0].Name != "api-v1" || routes.Rows[0].Requests != 100 {
 		t.Errorf("routes: %+v", routes)
 	}
-	top := get[traffic.TopResponse](t, m.api+traffic.PathTop+"?namespace=shop")
+	top := traffictest.GetJSON[traffic.TopResponse](t, m.API.URL+traffic.PathTop+"?namespace=shop")
 	if len(top.Rows) != 1 || top.Rows[0].Name != "api-v1" {
 		t.Errorf("top: %+v", top)
 	}
-	edges := get[traffic.EdgesResponse](t, m.api+traffic.PathEdges+"?namespace=shop&window=1m")
+	edges := traffictest.GetJSON[traffic.EdgesResponse](t, m.API.URL+traffic.PathEdges+"?namespace=shop&window=1m")
 	if len(edges.Edges) != 1 {
 		t.Fatalf("edges: %+v", edges)
 	}
@@ -271,22 +146,22 @@ func TestReportsToAPI(t *testing.T) {
 		t.Errorf("edge: %+v", e)
 	}
 
-	ps := get[[]traffic.ProxyStatus](t, m.api+traffic.PathProxies+"?namespace=shop")
+	ps := traffictest.GetJSON[[]traffic.ProxyStatus](t, m.API.URL+traffic.PathProxies+"?namespace=shop")
 	if p := ps[0]; p.Pod != "api-5c7d8e9f-xyz12" || p.Workload != "api" || p.Identity != apiID || p.Version != "v9.9.9" || p.Streams != 3 {
 		t.Errorf("proxy: %+v", p)
 	}
-	if ps := get[[]traffic.ProxyStatus](t, m.api+traffic.PathProxies+"?namespace=other"); len(ps) != 0 {
+	if ps := traffictest.GetJSON[[]traffic.ProxyStatus](t, m.API.URL+traffic.PathProxies+"?namespace=other"); len(ps) != 0 {
 		t.Errorf("proxies of namespace other: %+v", ps)
 	}
 }
 
 // send opens a Report stream as sa and sends req; it returns the status
 // the control plane ended the stream with.
-func send(t *testing.T, m *mesh, sa string, reqs ...*controlplanev1.ReportRequest) error {
+func send(t *testing.T, m *traffictest.ControlPlane, sa string, reqs ...*controlplanev1.ReportRequest) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	stream, err := controlplanev1.NewTelemetryServiceClient(m.dial(t, sa)).Report(ctx)
+	stream, err := controlplanev1.NewTelemetryServiceClient(m.Dial(t, "shop", sa)).Report(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,12 +273,12 @@ func TestRefusals(t *testing.T) {
 	}
 
 	// Only the valid reports were kept: two, of 2 requests each.
-	m.clock.Advance(30 * time.Second)
-	st := get[traffic.StatResponse](t, m.api+traffic.PathStat+"?namespace=shop&by=service")
+	m.Advance(30 * time.Second)
+	st := traffictest.GetJSON[traffic.StatResponse](t, m.API.URL+traffic.PathStat+"?namespace=shop&by=service")
 	if len(st.Rows) != 1 || st.Rows[0].Requests != 4 || *st.Rows[0].SuccessRate != 0.5 {
 		t.Errorf("after the refusals: %+v", st.Rows)
 	}
-	ps := get[[]traffic.ProxyStatus](t, m.api+traffic.PathProxies)
+	ps := traffictest.GetJSON[[]traffic.ProxyStatus](t, m.API.URL+traffic.PathProxies)
 	if len(ps) != 1 || ps[0].Pod != "web-6d8f7b9c4-abcde" {
 		t.Errorf("proxies after the refusals: %+v", ps)
 	}
@@ -419,7 +294,7 @@ func TestBadQueries(t *testing.T) {
 		traffic.PathTop + "?window=1s",
 		traffic.PathProxies + "?namespace=" + strings.Repeat("x", 64),
 	} {
-		resp, err := http.Get(m.api + q)
+		resp, err := http.Get(m.API.URL + q)
 		if err != nil {
 			t.Fatal(err)
 		}
