@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # demo.sh: Trellis on a real single-node cluster on this machine. It brings
 # the local cluster up (make cluster-up has built and loaded every image),
-# installs the operator from config/without-cert-manager, applies the sample
+# installs the Gateway API's route CRDs and the operator from
+# config/without-cert-manager, applies the sample
 # Mesh, deploys the sample app in a namespace labeled for the mesh, and shows
 # a request answered, then runs the load generator and shows what the
 # proxies reported (trellisctl stat, edges, check). The cluster stays up;
@@ -12,6 +13,11 @@ bin=$(hack/build-k8s.sh kube-apiserver etcd kubectl kubelet kube-controller-mana
 export KUBECONFIG=${TRELLIS_CACHE:-$HOME/.cache/trellis}/cluster/kubeconfig
 k() { "$bin/kubectl" "$@"; }
 step() { printf '\n==> %s\n' "$*"; }
+
+step "installing the Gateway API's route CRDs (standard channel, from its Go module): HTTPRoute, GRPCRoute, ReferenceGrant"
+crds=$(go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)/config/crd/standard
+k apply --server-side -f "$crds/gateway.networking.k8s.io_httproutes.yaml" -f "$crds/gateway.networking.k8s.io_grpcroutes.yaml" \
+  -f "$crds/gateway.networking.k8s.io_referencegrants.yaml" >/dev/null
 
 step "installing the operator: kustomize build config/without-cert-manager | kubectl apply"
 bin/kustomize build config/without-cert-manager | k apply --server-side --force-conflicts -f - >/dev/null
