@@ -61,10 +61,10 @@ func (p *Proxy) recordLocal(st *outState, rt *route, status int, start time.Time
 	if p.rec == nil {
 		return
 	}
-	svc := st.name
-	if i := strings.IndexByte(svc, ':'); i >= 0 {
-		svc = svc[:i]
-	}
+	// st.service, not st.name cut at its port: for a pod dialed by its
+	// address that would be the IP, which the control plane refuses as a
+	// Service (with the whole report).
+	svc := st.service
 	var r *report.Row
 	if rt != nil {
 		if v, ok := rt.rows.Load(noEndpoint); ok && v.(*report.Row).Live() {

@@ -80,6 +80,27 @@ func TestOutboundReport(t *testing.T) {
 	}
 }
 
+// The proxy's own answer for a pod dialed by its address (no Service)
+// reports no Service: its address is not one, and the control plane would
+// refuse the report.
+func TestOutboundReportOfAPodWithoutService(t *testing.T) {
+	rec := report.NewRecorder(report.RecorderOptions{})
+	// The upstream's route and endpoint, without the Service: what
+	// discovery answers for a pod's address.
+	pod := reportUpstream(t)
+	pod.Service, pod.Backends[0].Service = nil, nil
+	addr := outboundProxyWith(t, pod, Options{Log: quiet, Report: rec})
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + addr + "/other") // no route: 404 from the proxy
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	rows := rec.Collect()
+	if len(rows) != 1 || rows[0].Service != "" || rows[0].Requests != 1 || resp.StatusCode != http.StatusNotFound {
+		t.Errorf("status %d, rows %v: want the proxy's 404, one request without a Service", resp.StatusCode, rows)
+	}
+}
+
 // BenchmarkOutboundHTTP1 is a request through the outbound proxy to an
 // upstream on loopback, without and with the report: what the report adds
 // to a request.

@@ -42,6 +42,7 @@ type outState struct {
 	resp           *controlplanev1.OutboundResponse
 	known          bool
 	name           string // the Service, <namespace>/<name>:<port>, or the pod's address
+	service        string // <namespace>/<name> of the Service; "" for a pod dialed by its address
 	protocol       controlplanev1.Protocol
 	backends       []*backend
 	routes         []*route
@@ -126,7 +127,7 @@ func (e *outEntry) current() *outState {
 func (e *outEntry) compile(resp *controlplanev1.OutboundResponse) *outState {
 	st := &outState{resp: resp, known: resp.GetKnown() && len(resp.GetBackends()) > 0, protocol: resp.GetProtocol()}
 	if s := resp.GetService(); s != nil {
-		st.name = serviceName(s)
+		st.name, st.service = serviceName(s), s.Namespace+"/"+s.Name
 	}
 	if t := resp.GetPolicy().GetRequestTimeout(); t != nil {
 		st.requestTimeout = t.AsDuration()
