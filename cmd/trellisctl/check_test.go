@@ -507,7 +507,7 @@ func TestCheckNamesPodsWithoutSidecarAndOldProxies(t *testing.T) {
 	}
 	f.create(rs)
 	f.create(&corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "temperature", Name: "web-6b7f-x2k4p", Labels: map[string]string{"app": "web"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "temperature", Name: "web-6b7f-x2k4p", Labels: map[string]string{"app": "web", appsv1.DefaultDeploymentUniqueLabelKey: "6b7f"},
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: ptr(true)}}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "web:1"}}},
 	})

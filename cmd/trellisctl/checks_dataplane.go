@@ -7,10 +7,8 @@ import (
 	"strings"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/trellis-mesh/trellis/apis/mesh/v1alpha1"
@@ -44,32 +42,19 @@ func (w workloadRef) restart() string {
 	switch w.kind {
 	case "Deployment", "StatefulSet", "DaemonSet":
 		return fmt.Sprintf("`kubectl -n %s rollout restart %s/%s`", w.namespace, strings.ToLower(w.kind), w.name)
-	case "Pod":
+	case traffic.KindPod:
 		return fmt.Sprintf("delete and recreate pod %s/%s (it has no controller)", w.namespace, w.name)
 	}
 	return fmt.Sprintf("delete its pods; %s %s/%s makes new ones", w.kind, w.namespace, w.name)
 }
 
-// ownerOf finds the workload a user restarts to replace pod: its
-// Deployment through its ReplicaSet, its StatefulSet, DaemonSet or Job, or
-// the pod itself.
-func (c *checker) ownerOf(pod *corev1.Pod) workloadRef {
-	ref := metav1.GetControllerOf(pod)
-	if ref == nil {
-		return workloadRef{pod.Namespace, "Pod", pod.Name}
-	}
-	if ref.Kind == "ReplicaSet" {
-		rs := &appsv1.ReplicaSet{}
-		if err := c.cl.c.Get(c.ctx, client.ObjectKey{Namespace: pod.Namespace, Name: ref.Name}, rs); err == nil {
-			if d := metav1.GetControllerOf(rs); d != nil && d.Kind == "Deployment" {
-				return workloadRef{pod.Namespace, "Deployment", d.Name}
-			}
-		} else if h := pod.Labels[appsv1.DefaultDeploymentUniqueLabelKey]; h != "" && strings.HasSuffix(ref.Name, "-"+h) {
-			// Without the right to read ReplicaSets, the name tells.
-			return workloadRef{pod.Namespace, "Deployment", strings.TrimSuffix(ref.Name, "-"+h)}
-		}
-	}
-	return workloadRef{pod.Namespace, ref.Kind, ref.Name}
+// ownerOf is the workload a user restarts to replace pod, as the control
+// plane names it (traffic.PodInfoOf: a Deployment from its ReplicaSet's
+// pod-template-hash, a StatefulSet, DaemonSet or Job, or the pod itself),
+// without reading the ReplicaSet.
+func ownerOf(pod *corev1.Pod) workloadRef {
+	info := traffic.PodInfoOf(pod)
+	return workloadRef{pod.Namespace, info.WorkloadKind, info.Workload}
 }
 
 // checkUninjectedPods names the pods that the injector would inject now
@@ -118,7 +103,7 @@ func (c *checker) checkUninjectedPods(mesh *meshv1.Mesh) {
 			continue
 		}
 		if should, _ := inject.Decide(p, ns, mesh); should {
-			w := c.ownerOf(p)
+			w := ownerOf(p)
 			missing[w] = append(missing[w], p.Name)
 		}
 	}
@@ -170,7 +155,7 @@ func (c *checker) checkPodVersions(mesh *meshv1.Mesh, want, from string) {
 		}
 		meshed++
 		if v := p.Labels[sidecar.LabelProxyVersion]; v != want {
-			w := c.ownerOf(p)
+			w := ownerOf(p)
 			if old[w] == nil {
 				old[w] = map[string]bool{}
 			}

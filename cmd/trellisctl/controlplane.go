@@ -51,6 +51,12 @@ func (cp *controlPlane) Close() {
 // first --control-plane-url, or the first ready pod of its Deployment to
 // which a port-forward to its HTTP port succeeds.
 func (o *options) connectControlPlane(ctx context.Context) (*controlPlane, error) {
+	return o.connectControlPlaneOn(ctx, 0)
+}
+
+// connectControlPlaneOn is connectControlPlane with the port-forward on
+// local port local (0: any free port).
+func (o *options) connectControlPlaneOn(ctx context.Context, local int) (*controlPlane, error) {
 	cp := &controlPlane{client: &http.Client{Timeout: o.requestTimeout}, warn: o.stderr}
 	if len(o.controlPlaneURLs) > 0 {
 		u := o.controlPlaneURLs[0]
@@ -75,7 +81,7 @@ func (o *options) connectControlPlane(ctx context.Context) (*controlPlane, error
 	}
 	var errs []error
 	for _, p := range pods {
-		port, stop, err := forwardPort(ctx, cl, ns, p, 0, controllers.ControlPlaneHTTPPort, io.Discard)
+		port, stop, err := forwardPort(ctx, cl, ns, p, local, controllers.ControlPlaneHTTPPort, io.Discard)
 		if err != nil {
 			errs = append(errs, err)
 			continue

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/trellis-mesh/trellis/controllers"
 )
 
 func newDashboardCommand(o *options) *cobra.Command {
@@ -42,11 +40,12 @@ says so above the graph, and shows the rest.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			url, stop, err := o.dashboardURL(ctx, port)
+			cp, err := o.connectControlPlaneOn(ctx, port)
 			if err != nil {
 				return err
 			}
-			defer stop()
+			defer cp.Close()
+			url := cp.base + "/"
 			if err := waitAnswers(ctx, url); err != nil {
 				return err
 			}
@@ -64,32 +63,6 @@ says so above the graph, and shows the rest.`,
 	cmd.Flags().IntVar(&port, "port", 0, "local port to listen on (0: any free port)")
 	cmd.Flags().BoolVar(&noBrowser, "no-browser", false, "print the URL without opening a browser")
 	return cmd
-}
-
-// dashboardURL is the page's local URL: through a port-forward to the first
-// ready replica, or the --control-plane-url given.
-func (o *options) dashboardURL(ctx context.Context, local int) (string, func(), error) {
-	if len(o.controlPlaneURLs) > 0 {
-		return o.controlPlaneURLs[0] + "/", func() {}, nil
-	}
-	cl, err := o.clients()
-	if err != nil {
-		return "", nil, err
-	}
-	mesh, err := cl.getMesh(ctx, o.mesh)
-	if err != nil {
-		return "", nil, err
-	}
-	ns := meshNamespace(mesh)
-	pods, err := controlPlanePods(ctx, cl.c, ns, mesh.Name)
-	if err != nil {
-		return "", nil, err
-	}
-	p, stop, err := forwardPort(ctx, cl, ns, pods[0], local, controllers.ControlPlaneHTTPPort, o.stderr)
-	if err != nil {
-		return "", nil, err
-	}
-	return fmt.Sprintf("http://127.0.0.1:%d/", p), stop, nil
 }
 
 // waitAnswers checks that the page answers before the URL is handed out.

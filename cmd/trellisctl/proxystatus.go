@@ -53,7 +53,7 @@ func newProxyStatusCommand(o *options) *cobra.Command {
   VERSION        the proxy's version
   CERT_EXPIRES   how long its workload certificate stays valid (24h
                  certificates, renewed at half life: under 12h means renewal
-                 is failing)
+                 is late; under 1h, STATUS says it was not renewed)
   CONFIG_AGE     how long since the control plane last sent it configuration
                  on any of its discovery streams (STREAMS); "-" when never
   LAST_REPORT    how long since its last traffic report (every 10s)

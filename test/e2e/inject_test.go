@@ -133,8 +133,6 @@ func TestMeshedSampleApp(t *testing.T) {
 	})
 }
 
-// podNetns finds the network namespace, under /var/run/netns where the CNI
-// plugins put them, that holds ip.
 // deploySampleApp runs the sample app (test/sampleapp/manifests) in
 // namespace, labeled for the default Mesh, and waits until its
 // Deployments are ready with their sidecars.
@@ -160,6 +158,8 @@ func deploySampleApp(t *testing.T, namespace string) {
 	}
 }
 
+// podNetns finds the network namespace, under /var/run/netns where the CNI
+// plugins put them, that holds ip.
 func podNetns(t *testing.T, ip string) string {
 	t.Helper()
 	entries, err := os.ReadDir("/var/run/netns")
