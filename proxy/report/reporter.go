@@ -155,13 +155,17 @@ func (r *Reporter) messages(interval time.Duration) []*controlplanev1.ReportRequ
 // is tried at once: the control plane ends streams when a connection
 // reaches its maximum age, and that should not lose a report.
 func (r *Reporter) send(ctx context.Context, msgs []*controlplanev1.ReportRequest) bool {
+	// The new stream takes up where the failed one stopped: the messages
+	// it took are not sent again, which would count their rows twice
+	// (one it took but lost is lost, like any report that cannot go).
+	sent := 0
 	for attempt := 0; attempt < 2; attempt++ {
 		if r.stream == nil && !r.open(ctx) {
 			return false
 		}
 		var err error
-		for _, m := range msgs {
-			if err = r.stream.Send(m); err != nil {
+		for ; sent < len(msgs); sent++ {
+			if err = r.stream.Send(msgs[sent]); err != nil {
 				break
 			}
 		}

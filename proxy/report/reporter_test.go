@@ -191,3 +191,50 @@ func TestReportSplit(t *testing.T) {
 		t.Errorf("second message's interval %v", msgs[1].Interval.AsDuration())
 	}
 }
+
+// failingStream takes failAfter messages, then fails every Send.
+type failingStream struct {
+	grpc.ClientStreamingClient[controlplanev1.ReportRequest, controlplanev1.ReportResponse]
+	failAfter int
+	got       *[]*controlplanev1.ReportRequest
+}
+
+func (f *failingStream) Send(m *controlplanev1.ReportRequest) error {
+	if f.failAfter == 0 {
+		return status.Error(codes.Unavailable, "connection reset")
+	}
+	f.failAfter--
+	*f.got = append(*f.got, m)
+	return nil
+}
+
+// streamsClient opens the failing stream first, then streams that take
+// everything.
+type streamsClient struct {
+	first *failingStream
+	got   []*controlplanev1.ReportRequest
+	opens int
+}
+
+func (c *streamsClient) Report(context.Context, ...grpc.CallOption) (grpc.ClientStreamingClient[controlplanev1.ReportRequest, controlplanev1.ReportResponse], error) {
+	c.opens++
+	if c.opens == 1 {
+		c.first.got = &c.got
+		return c.first, nil
+	}
+	return &failingStream{failAfter: -1, got: &c.got}, nil
+}
+
+// A report split in messages whose stream fails after the first goes on
+// on a new stream from the second: the first is not sent twice.
+func TestSplitReportResumesWhereTheStreamFailed(t *testing.T) {
+	c := &streamsClient{first: &failingStream{failAfter: 1}}
+	r := NewReporter(Options{Client: c, Log: quiet})
+	msgs := []*controlplanev1.ReportRequest{{Rows: []*controlplanev1.TrafficRow{{Requests: 1}}}, {Rows: []*controlplanev1.TrafficRow{{Requests: 2}}}}
+	if !r.send(context.Background(), msgs) {
+		t.Fatal("the report was not sent on the second stream")
+	}
+	if c.opens != 2 || len(c.got) != 2 || c.got[0] != msgs[0] || c.got[1] != msgs[1] {
+		t.Errorf("%d streams opened, messages taken %v: want 2 streams, each message once", c.opens, c.got)
+	}
+}
