@@ -110,7 +110,6 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	ci := connInfoFrom(r.Context())
 	n := p.m.inboundChildren(ci.peer, p.workload)
-	row := p.inboundRow(ci)
 	body := countBody(r)
 	var (
 		status  int
@@ -124,7 +123,7 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	if !p.authorizeHTTP(w, r, ci.peer, ci.dst.Port()) {
 		status = http.StatusForbidden
 		n.observe(status, start)
-		row.Observe(true, time.Since(start), reqBytes(r, body), 0)
+		p.inboundRow(ci).Observe(true, time.Since(start), reqBytes(r, body), 0)
 		return
 	}
 	out := r.Clone(r.Context())
@@ -151,7 +150,7 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 			status = http.StatusServiceUnavailable
 		}
 		n.observe(status, start)
-		row.Observe(false, time.Since(start), reqBytes(r, body), 0)
+		p.inboundRow(ci).Observe(false, time.Since(start), reqBytes(r, body), 0)
 		p.log.Debug("passing a request to the app", "port", ci.dst.Port(), "error", err)
 		proxyError(w, isGRPC(r), status, codeUnavailable, "the app did not answer on port "+itoa(uint32(ci.dst.Port()))+": "+err.Error())
 		return
@@ -160,5 +159,5 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	var respBytes int64
 	respBytes, failure = copyResponse(w, resp)
 	n.observe(resp.StatusCode, start)
-	row.Observe(responseOK(resp, failure), time.Since(start), reqBytes(r, body), respBytes)
+	p.inboundRow(ci).Observe(responseOK(resp, failure), time.Since(start), reqBytes(r, body), respBytes)
 }

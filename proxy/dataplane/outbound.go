@@ -314,7 +314,6 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	ep := h.Endpoint()
 	status, endpoint = resp.StatusCode, ep.Address
 	n := p.m.outboundChildren(p.workload, b, ep.Identity)
-	row := p.outboundRow(rt, b, ep)
 	rt.responseHeaders.apply(resp.Header)
 	wb.responseHeaders.apply(resp.Header)
 	var respBytes int64
@@ -326,7 +325,9 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	}
 	h.Done(start, failed)
 	n.observe(resp.StatusCode, start)
-	row.Observe(succeeded, time.Since(start), reqBytes(r, body), respBytes)
+	// The row is looked up now, not before the response's copy: a long
+	// response (a stream) may outlive a row retired meanwhile.
+	p.outboundRow(rt, b, ep).Observe(succeeded, time.Since(start), reqBytes(r, body), respBytes)
 }
 
 // grpcFailed says whether a gRPC response (read to its end) failed in a

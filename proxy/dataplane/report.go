@@ -84,7 +84,9 @@ func (p *Proxy) recordLocal(st *outState, rt *route, status int, start time.Time
 	r.Observe(status < 500, time.Since(start), reqBytes, 0)
 }
 
-// inboundRow is the report row of requests from the peer of ci.
+// inboundRow is the report row of requests from the peer of ci. A request
+// looks it up as it ends, not as it starts: a long one (a stream) may
+// outlive a row retired meanwhile.
 func (p *Proxy) inboundRow(ci *connInfo) *report.Row {
 	if p.rec == nil {
 		return nil
