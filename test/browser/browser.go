@@ -15,6 +15,8 @@ import (
 
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+
+	"github.com/trellis-mesh/trellis/test/testenv"
 )
 
 // Environment variables that change how tests find and use the browser.
@@ -190,36 +192,16 @@ func Eval[T any](b *Browser, expr string) (T, error) {
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 
 // ScreenshotDir is where screenshots go: EnvScreenshots, or
-// _output/screenshots at the root of the module that holds the working
-// directory (go test runs in the package's directory). It is created.
+// _output/screenshots at the repository's root. It is created.
 func ScreenshotDir() (string, error) {
 	dir := os.Getenv(EnvScreenshots)
 	if dir == "" {
-		root, err := moduleRoot()
-		if err != nil {
-			return "", err
-		}
-		dir = filepath.Join(root, "_output", "screenshots")
+		dir = filepath.Join(testenv.RepoRoot(), "_output", "screenshots")
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
 	return dir, nil
-}
-
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d, nil
-		}
-		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("no go.mod above %s: set %s to the directory screenshots go to", dir, EnvScreenshots)
-		}
-	}
 }
 
 // Screenshot saves the whole page (beyond the window, as far as it
